@@ -1,0 +1,224 @@
+//! Parse and validate `appspec.yml` (CodeDeploy AppSpec, `os: linux`).
+//!
+//! INTERFACE (owned by the appspec work; other modules rely on these types).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A validated AppSpec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSpec {
+    /// `files`: what to copy where, in the order written.
+    pub files: Vec<FileMapping>,
+    /// `file_exists_behavior`, when the AppSpec sets it.
+    pub file_exists_behavior: Option<FileExistsBehavior>,
+    /// `permissions`, in the order written.
+    pub permissions: Vec<Permission>,
+    /// `hooks`: scripts per lifecycle event, in the order written.
+    pub hooks: Vec<(LifecycleEvent, Vec<Script>)>,
+}
+
+/// One `files` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMapping {
+    /// Path inside the revision, relative, normalized (no `.`/`..`);
+    /// empty for `/` (the whole revision).
+    pub source: PathBuf,
+    /// Absolute destination directory on the device, normalized.
+    pub destination: PathBuf,
+}
+
+/// What to do when a file to install already exists and is not ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileExistsBehavior {
+    /// Fail the deployment (the default).
+    Disallow,
+    /// Replace the existing file.
+    Overwrite,
+    /// Keep the existing file; do not install the revision's.
+    Retain,
+}
+
+/// The kind of filesystem object a permission applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectType {
+    /// Regular files (and symlinks, which CodeDeploy counts as files).
+    File,
+    /// Directories.
+    Directory,
+}
+
+/// An SELinux context (`context:` of a permission).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelinuxContext {
+    /// SELinux user, e.g. `system_u`.
+    pub user: Option<String>,
+    /// SELinux type, e.g. `httpd_sys_content_t` (required).
+    pub type_: String,
+    /// Sensitivity range, e.g. `s0`.
+    pub range: Option<String>,
+}
+
+/// One `permissions` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    /// Absolute path of the file or directory the entry is about.
+    pub object: PathBuf,
+    /// Glob for the names under `object`; `**` (everything) by default.
+    pub pattern: String,
+    /// Globs for names under `object` to leave alone.
+    pub except: Vec<String>,
+    /// Owner name (or numeric id).
+    pub owner: Option<String>,
+    /// Group name (or numeric id).
+    pub group: Option<String>,
+    /// Mode bits, e.g. 0o644.
+    pub mode: Option<u32>,
+    /// ACL entries for setfacl, e.g. `u:bob:rw`.
+    pub acls: Vec<String>,
+    /// SELinux context.
+    pub context: Option<SelinuxContext>,
+    /// Types the entry applies to; empty means files and directories.
+    pub types: Vec<ObjectType>,
+}
+
+/// One script of a lifecycle hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// Path of the script inside the revision, as written in the AppSpec.
+    pub location: String,
+    /// How long the script may run; 3600 s by default.
+    pub timeout: Duration,
+    /// User to run as; the agent's own user when absent.
+    pub runas: Option<String>,
+}
+
+/// Lifecycle events of an in-place deployment, in CodeDeploy's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LifecycleEvent {
+    /// Before instances are taken out of a load balancer.
+    BeforeBlockTraffic,
+    /// After instances are taken out of a load balancer.
+    AfterBlockTraffic,
+    /// Stop the running application (scripts of the last successful revision).
+    ApplicationStop,
+    /// The agent downloads and unpacks the revision (no scripts).
+    DownloadBundle,
+    /// Before files are installed.
+    BeforeInstall,
+    /// The agent installs the files (no scripts).
+    Install,
+    /// After files are installed.
+    AfterInstall,
+    /// Start the application.
+    ApplicationStart,
+    /// Check the application works.
+    ValidateService,
+    /// Before instances are put back into a load balancer.
+    BeforeAllowTraffic,
+    /// After instances are put back into a load balancer.
+    AfterAllowTraffic,
+}
+
+impl LifecycleEvent {
+    /// All events, in execution order.
+    pub const ALL: [LifecycleEvent; 11] = [
+        LifecycleEvent::BeforeBlockTraffic,
+        LifecycleEvent::AfterBlockTraffic,
+        LifecycleEvent::ApplicationStop,
+        LifecycleEvent::DownloadBundle,
+        LifecycleEvent::BeforeInstall,
+        LifecycleEvent::Install,
+        LifecycleEvent::AfterInstall,
+        LifecycleEvent::ApplicationStart,
+        LifecycleEvent::ValidateService,
+        LifecycleEvent::BeforeAllowTraffic,
+        LifecycleEvent::AfterAllowTraffic,
+    ];
+
+    /// The name as written in AppSpecs and on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            LifecycleEvent::BeforeBlockTraffic => "BeforeBlockTraffic",
+            LifecycleEvent::AfterBlockTraffic => "AfterBlockTraffic",
+            LifecycleEvent::ApplicationStop => "ApplicationStop",
+            LifecycleEvent::DownloadBundle => "DownloadBundle",
+            LifecycleEvent::BeforeInstall => "BeforeInstall",
+            LifecycleEvent::Install => "Install",
+            LifecycleEvent::AfterInstall => "AfterInstall",
+            LifecycleEvent::ApplicationStart => "ApplicationStart",
+            LifecycleEvent::ValidateService => "ValidateService",
+            LifecycleEvent::BeforeAllowTraffic => "BeforeAllowTraffic",
+            LifecycleEvent::AfterAllowTraffic => "AfterAllowTraffic",
+        }
+    }
+
+    /// Parses an event name; `None` for anything else.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    /// True for the events whose scripts come from the last successful
+    /// revision rather than the one being deployed.
+    pub fn runs_from_last_successful(self) -> bool {
+        matches!(
+            self,
+            LifecycleEvent::ApplicationStop | LifecycleEvent::BeforeBlockTraffic | LifecycleEvent::AfterBlockTraffic
+        )
+    }
+
+    /// True for the events the agent performs itself (no scripts allowed).
+    pub fn is_agent_event(self) -> bool {
+        matches!(self, LifecycleEvent::DownloadBundle | LifecycleEvent::Install)
+    }
+}
+
+impl fmt::Display for LifecycleEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why an AppSpec was refused: the file, the key and the offending value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSpecError {
+    /// Human-readable message naming the key and the value.
+    pub message: String,
+}
+
+impl fmt::Display for AppSpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for AppSpecError {}
+
+impl AppSpec {
+    /// Parses and validates AppSpec text.
+    pub fn parse(_text: &str) -> Result<AppSpec, AppSpecError> {
+        todo!("appspec work")
+    }
+
+    /// Finds `filename` in `archive_dir` (falling back from `appspec.yml` to
+    /// `appspec.yaml` when `filename` is the default) and parses it.
+    pub fn load(_archive_dir: &Path, _filename: &str) -> Result<AppSpec, AppSpecError> {
+        todo!("appspec work")
+    }
+
+    /// The scripts for `event` (empty when the AppSpec has none).
+    pub fn scripts(&self, event: LifecycleEvent) -> &[Script] {
+        self.hooks.iter().find(|(e, _)| *e == event).map(|(_, s)| s.as_slice()).unwrap_or(&[])
+    }
+}
+
+impl Permission {
+    /// True when this entry applies to `path` (absolute, on the device),
+    /// which is a directory when `is_dir`: `path` is `object` itself or lies
+    /// under it, matches `pattern`, matches no `except`, and its type is in
+    /// `types`. Pure: no filesystem access.
+    pub fn applies_to(&self, _path: &Path, _is_dir: bool) -> bool {
+        todo!("appspec work")
+    }
+}

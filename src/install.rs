@@ -1,0 +1,1 @@
+//! Install the deployment archive's files per the AppSpec.

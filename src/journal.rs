@@ -1,0 +1,128 @@
+//! The one way agent state reaches the disk: temp file, fsync, rename,
+//! fsync of the directory. See `docs/crash-model.md` for what this guarantees.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::sys;
+
+/// Prefix of every temporary name the agent creates next to a final name.
+/// Anything starting with it is the agent's own and may be removed.
+pub const TEMP_PREFIX: &str = ".edgedeploy-tmp.";
+
+/// The temporary sibling of `path` used while `path` is being written.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    path.with_file_name(format!("{TEMP_PREFIX}{name}"))
+}
+
+/// Replaces `path` with `bytes` atomically and durably: after a crash at any
+/// instant, `path` holds either its old content or all of `bytes`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        fsync_dir(parent_of(path))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| with_path(e, "writing", path))
+}
+
+/// Makes the directory entries of `dir` (creations, renames, removals) durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and its missing parents, and makes each new entry durable.
+pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_all_durable(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => fsync_dir(parent_of(dir)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(with_path(e, "creating directory", dir)),
+    }
+}
+
+/// Flushes every filesystem that holds one of `paths`, one `syncfs` per
+/// filesystem however many paths it holds. Paths that no longer exist are
+/// skipped (their nearest existing ancestor is synced instead).
+pub fn sync_filesystems<'a>(paths: impl IntoIterator<Item = &'a Path>) -> io::Result<()> {
+    let mut seen = BTreeSet::new();
+    for path in paths {
+        let Some(existing) = path.ancestors().find(|p| p.exists()) else { continue };
+        let meta = fs::metadata(existing)?;
+        if seen.insert(meta.dev()) {
+            let file = File::open(existing).map_err(|e| with_path(e, "opening", existing))?;
+            sys::syncfs(&file).map_err(|e| with_path(e, "syncing the filesystem of", existing))?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a small state file; `None` when it does not exist.
+pub fn read_optional(path: &Path) -> io::Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(with_path(e, "reading", path)),
+    }
+}
+
+/// Removes `path` if it exists and makes the removal durable.
+pub fn remove_durable(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => fsync_dir(parent_of(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(with_path(e, "removing", path)),
+    }
+}
+
+/// The directory holding `path` (`.` for a bare name).
+pub fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Wraps an I/O error with what was being done and to which path.
+pub fn with_path(err: io::Error, doing: &str, path: &Path) -> io::Error {
+    io::Error::new(err.kind(), format!("{doing} {}: {err}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_content_and_leaves_no_temp() {
+        let dir = std::env::temp_dir().join(format!("edj-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert!(!temp_path(&path).exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn write_atomic_names_the_path_on_error() {
+        let err = write_atomic(Path::new("/nonexistent-dir/x/state"), b"x").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent-dir/x/state"), "{err}");
+    }
+}

@@ -1,0 +1,1 @@
+//! `deploy-local`: one deployment from a local bundle, no server.

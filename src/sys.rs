@@ -1,0 +1,129 @@
+//! The few system calls the standard library does not wrap: syncfs, poll,
+//! process-group signals, credential switching in a child, and mknod.
+//!
+//! Every `unsafe` block in the crate lives here, each with its SAFETY note.
+//! The rest of the crate is `#![deny(unsafe_code)]`.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+/// Flushes every dirty page and inode of the filesystem that holds `file`.
+pub fn syncfs(file: &File) -> io::Result<()> {
+    // SAFETY: syncfs only reads the descriptor, which `file` keeps open.
+    check(unsafe { libc::syncfs(file.as_raw_fd()) }).map(drop)
+}
+
+/// One descriptor to watch for input, and what poll found on it.
+#[derive(Debug, Clone, Copy)]
+pub struct PollFd(libc::pollfd);
+
+impl PollFd {
+    /// Watches `fd` for readability (and hang-up, which poll always reports).
+    pub fn readable(fd: RawFd) -> Self {
+        PollFd(libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+    }
+
+    /// True when a read will not block: data, end of file or an error.
+    pub fn ready(&self) -> bool {
+        self.0.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+    }
+}
+
+/// Waits until one of `fds` is ready or `timeout` passes; returns how many
+/// are ready. An interrupted wait counts as a timeout (zero ready).
+pub fn poll(fds: &mut [PollFd], timeout: Duration) -> io::Result<usize> {
+    let millis = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: PollFd is a transparent newtype over pollfd, and the pointer and
+    // length describe the caller's live, exclusively borrowed slice.
+    let ret = unsafe { libc::poll(fds.as_mut_ptr().cast(), fds.len() as libc::nfds_t, millis) };
+    match check(ret) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Signals that `kill_process_group` can send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM: please stop.
+    Term,
+    /// SIGKILL: stop now.
+    Kill,
+}
+
+/// Sends `signal` to every process in group `pgid`. A group that no longer
+/// exists is not an error, so this is safe to repeat.
+pub fn kill_process_group(pgid: u32, signal: Signal) -> io::Result<()> {
+    let sig = match signal {
+        Signal::Term => libc::SIGTERM,
+        Signal::Kill => libc::SIGKILL,
+    };
+    let pgid = libc::pid_t::try_from(pgid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: killpg has no memory effects; a bad pgid is reported as ESRCH.
+    match check(unsafe { libc::killpg(pgid, sig) }) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes the child of `cmd` drop to `uid`/`gid` with exactly `groups` as its
+/// supplementary groups, as initgroups(3) + setgid(2) + setuid(2) would.
+/// Done in the child between fork and exec, in that order, so the child
+/// never runs user code with root's groups.
+pub fn set_child_credentials(cmd: &mut Command, uid: u32, gid: u32, groups: Vec<u32>) {
+    let groups: Vec<libc::gid_t> = groups.into_iter().collect();
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe system calls (setgroups, setgid, setuid) on memory
+    // allocated before the fork; it allocates nothing itself.
+    unsafe {
+        cmd.pre_exec(move || {
+            check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+            check(libc::setgid(gid))?;
+            check(libc::setuid(uid))?;
+            Ok(())
+        });
+    }
+}
+
+/// Puts `fd` in non-blocking mode, so a read returns what is there now.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with F_GETFL/F_SETFL only changes the flags of a
+    // descriptor the caller owns.
+    unsafe {
+        let flags = check(libc::fcntl(fd, libc::F_GETFL))?;
+        check(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
+/// Creates a special file (fifo, character or block device) at `path`.
+pub fn mknod(path: &Path, mode: u32, dev: u64) -> io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: c_path is a valid NUL-terminated string that outlives the call.
+    check(unsafe { libc::mknod(c_path.as_ptr(), mode as libc::mode_t, dev as libc::dev_t) }).map(drop)
+}
+
+/// Builds a device number from its major and minor parts.
+pub fn makedev(major: u32, minor: u32) -> u64 {
+    libc::makedev(major, minor) as u64
+}
+
+/// The effective user id of this process.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid cannot fail and has no memory effects.
+    unsafe { libc::geteuid() }
+}

@@ -1,0 +1,137 @@
+//! Turn a bundle (tar, tgz, zip or a directory) into a deployment archive:
+//! streamed, with safe paths and limits. INTERFACE (owned by the unpack work).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The bundle types `deploy-local -t` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleType {
+    /// POSIX tar (gzip is detected by its magic bytes whatever the type says).
+    Tar,
+    /// gzip-compressed tar.
+    Tgz,
+    /// zip.
+    Zip,
+    /// A directory on disk, copied.
+    Directory,
+}
+
+impl BundleType {
+    /// Parses `tar`, `tgz`, `zip`, `directory` (any case).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "tar" => Some(BundleType::Tar),
+            "tgz" | "tar.gz" => Some(BundleType::Tgz),
+            "zip" => Some(BundleType::Zip),
+            "directory" => Some(BundleType::Directory),
+            _ => None,
+        }
+    }
+
+    /// The lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BundleType::Tar => "tar",
+            BundleType::Tgz => "tgz",
+            BundleType::Zip => "zip",
+            BundleType::Directory => "directory",
+        }
+    }
+}
+
+/// What unpacking refuses by default, and the limits it enforces.
+/// Every rule is on by default; each switch relaxes one rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Largest total of unpacked bytes (0: no limit). Default 1 GiB.
+    pub max_bytes: u64,
+    /// Largest number of entries (0: no limit). Default 100,000.
+    pub max_entries: u64,
+    /// Largest ratio of unpacked to compressed bytes (0: no limit). Default 200.
+    pub max_ratio: u64,
+    /// Accept absolute entry names, unpacked relative to the archive root.
+    pub allow_absolute_paths: bool,
+    /// Accept `..` components that stay inside the archive.
+    pub allow_parent_components: bool,
+    /// Accept symbolic links whose target leaves the archive.
+    pub allow_external_symlinks: bool,
+    /// Accept device, fifo and socket entries (created with mknod).
+    pub allow_special_files: bool,
+    /// Keep setuid/setgid bits instead of refusing the entry.
+    pub allow_setuid: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_bytes: 1 << 30,
+            max_entries: 100_000,
+            max_ratio: 200,
+            allow_absolute_paths: false,
+            allow_parent_components: false,
+            allow_external_symlinks: false,
+            allow_special_files: false,
+            allow_setuid: false,
+        }
+    }
+}
+
+/// What was unpacked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Entries written (files, directories, links).
+    pub entries: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+}
+
+/// Why a bundle was refused.
+#[derive(Debug)]
+pub enum UnpackError {
+    /// An entry broke a safety rule: `entry` is its name in the bundle,
+    /// `rule` says which rule (e.g. "absolute path", "symlink target leaves the archive").
+    Refused {
+        /// The entry's name as stored in the bundle.
+        entry: String,
+        /// The rule it broke.
+        rule: String,
+    },
+    /// A limit was exceeded (`what` names the limit and the figures).
+    Limit {
+        /// Which limit and by how much.
+        what: String,
+    },
+    /// The bundle is truncated or corrupt (`detail` says where).
+    Corrupt {
+        /// What is wrong and where.
+        detail: String,
+    },
+    /// Reading the bundle or writing the archive failed.
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for UnpackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnpackError::Refused { entry, rule } => write!(f, "bundle entry {entry:?} refused: {rule}"),
+            UnpackError::Limit { what } => write!(f, "bundle refused: {what}"),
+            UnpackError::Corrupt { detail } => write!(f, "bundle is corrupt or truncated: {detail}"),
+            UnpackError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for UnpackError {}
+
+/// Unpacks `bundle` of type `kind` into the directory `dest`, which must not
+/// exist yet (it is created). Nothing is ever written outside `dest`.
+/// On error `dest` may hold a partial tree; the caller removes it.
+pub fn unpack(_bundle: &Path, _kind: BundleType, _dest: &Path, _policy: &Policy) -> Result<Report, UnpackError> {
+    todo!("unpack work")
+}
