@@ -56,12 +56,22 @@ fn code_as_number<S: serde::Serializer>(code: &ErrorCode, s: S) -> Result<S::Ok,
 impl Diagnostic {
     /// A successful event.
     pub fn success(message: impl Into<String>) -> Self {
-        Diagnostic { error_code: ErrorCode::Success, script_name: String::new(), message: message.into(), log: String::new() }
+        Diagnostic {
+            error_code: ErrorCode::Success,
+            script_name: String::new(),
+            message: message.into(),
+            log: String::new(),
+        }
     }
 
     /// A failure that is not a script's: `UnknownError` with `message`.
     pub fn unknown(message: impl Into<String>) -> Self {
-        Diagnostic { error_code: ErrorCode::UnknownError, script_name: String::new(), message: message.into(), log: String::new() }
+        Diagnostic {
+            error_code: ErrorCode::UnknownError,
+            script_name: String::new(),
+            message: message.into(),
+            log: String::new(),
+        }
     }
 
     /// True for `ErrorCode::Success`.

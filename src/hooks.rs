@@ -34,7 +34,12 @@ pub struct ScriptLog {
 
 impl ScriptLog {
     /// Opens (appending, creating) both logs for `deployment_id`.
-    pub fn open(_scripts_log: &Path, _deployments_log: &Path, _deployment_id: &str, _max_bytes: u64) -> io::Result<Self> {
+    pub fn open(
+        _scripts_log: &Path,
+        _deployments_log: &Path,
+        _deployment_id: &str,
+        _max_bytes: u64,
+    ) -> io::Result<Self> {
         todo!("hooks work")
     }
 }
