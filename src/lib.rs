@@ -18,6 +18,8 @@ pub mod hooks;
 pub mod install;
 pub mod journal;
 pub mod local;
+pub mod state;
+pub mod engine;
 pub mod unpack;
 pub mod users;
 

@@ -1,0 +1,223 @@
+//! Executes one lifecycle event of a deployment on this device. Each event
+//! is a function of what is on disk, so an agent that restarts can pick up
+//! at any event: `deploy-local` and the daemon both drive this.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use crate::appspec::{AppSpec, FileExistsBehavior, LifecycleEvent};
+use crate::config::Config;
+use crate::diagnostic::Diagnostic;
+use crate::hooks::{self, ScriptLog};
+use crate::install;
+use crate::journal;
+use crate::state::{self, Pointer, Root};
+use crate::unpack::{self, BundleType};
+
+/// Where a revision comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revision {
+    /// A bundle file on this device.
+    LocalFile {
+        /// Absolute path of the bundle.
+        path: PathBuf,
+        /// Its declared type (gzip is detected whatever it says).
+        bundle_type: BundleType,
+    },
+    /// A directory on this device, copied.
+    LocalDirectory {
+        /// Absolute path of the directory.
+        path: PathBuf,
+    },
+}
+
+/// One deployment to this device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    /// Deployment id (`d-XXXXXXXXX`).
+    pub deployment_id: String,
+    /// Deployment group id: the folder under the root.
+    pub group_id: String,
+    /// Deployment group name, for hooks.
+    pub group_name: String,
+    /// Application name, for hooks.
+    pub application: String,
+    /// The revision.
+    pub revision: Revision,
+    /// AppSpec file name inside the revision.
+    pub appspec_filename: String,
+    /// file_exists_behavior given with the deployment.
+    pub file_exists_behavior: Option<FileExistsBehavior>,
+}
+
+/// Runs lifecycle events against one deployment root.
+#[derive(Debug)]
+pub struct Engine<'a> {
+    config: &'a Config,
+    root: Root,
+}
+
+impl<'a> Engine<'a> {
+    /// An engine over `config.root_dir`.
+    pub fn new(config: &'a Config) -> Self {
+        Engine { config, root: Root::new(&config.root_dir) }
+    }
+
+    /// The deployment root.
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    /// `<root>/<group>/<deployment>`.
+    pub fn deployment_dir(&self, d: &Deployment) -> PathBuf {
+        self.root.deployment_dir(&d.group_id, &d.deployment_id)
+    }
+
+    /// Opens the script logs of `d`, creating its directory.
+    pub fn open_log(&self, d: &Deployment) -> io::Result<ScriptLog> {
+        let logs = self.deployment_dir(d).join("logs");
+        journal::create_dir_all_durable(&logs)?;
+        ScriptLog::open(
+            &logs.join("scripts.log"),
+            &self.root.deployments_log(),
+            &d.deployment_id,
+            self.config.hooks.max_log_bytes,
+        )
+    }
+
+    /// Executes `event` of `d`.
+    pub fn execute(&self, d: &Deployment, event: LifecycleEvent, log: &mut ScriptLog) -> Diagnostic {
+        let result = match event {
+            LifecycleEvent::DownloadBundle => self.download_bundle(d),
+            LifecycleEvent::Install => self.install(d),
+            _ => return self.run_hooks(d, event, log),
+        };
+        result.unwrap_or_else(Diagnostic::unknown)
+    }
+
+    /// DownloadBundle: the revision unpacked into `deployment-archive`,
+    /// complete and durable, or not there at all.
+    fn download_bundle(&self, d: &Deployment) -> Result<Diagnostic, String> {
+        let dir = self.deployment_dir(d);
+        let archive = dir.join(state::ARCHIVE_DIR);
+        let partial = dir.join(state::PARTIAL_ARCHIVE_DIR);
+        journal::create_dir_all_durable(&dir).map_err(|e| e.to_string())?;
+        remove_tree(&partial)?;
+        remove_tree(&archive)?;
+        let report = match &d.revision {
+            Revision::LocalFile { path, bundle_type } => {
+                link_bundle(&dir.join("bundle.tar"), path).map_err(|e| e.to_string())?;
+                unpack::unpack(path, *bundle_type, &partial, &self.config.unpack)
+            }
+            Revision::LocalDirectory { path } => unpack::unpack(path, BundleType::Directory, &partial, &self.config.unpack),
+        }
+        .map_err(|e| e.to_string())?;
+        let root = revision_root(&partial, &d.appspec_filename)?;
+        journal::sync_filesystems([partial.as_path()]).map_err(|e| e.to_string())?;
+        fs::rename(&root, &archive).map_err(|e| format!("renaming {} into place: {e}", root.display()))?;
+        if root != partial {
+            remove_tree(&partial)?;
+        }
+        journal::fsync_dir(&dir).map_err(|e| e.to_string())?;
+        self.root.write_pointer(&d.group_id, Pointer::MostRecent, &dir).map_err(|e| e.to_string())?;
+        state::apply_retention(&self.root, &d.group_id, self.config.max_revisions, &dir).map_err(|e| e.to_string())?;
+        AppSpec::load(&archive, &d.appspec_filename).map_err(|e| e.to_string())?;
+        Ok(Diagnostic::success(format!("unpacked {} entries, {} bytes", report.entries, report.bytes)))
+    }
+
+    /// Install: files per the AppSpec, then this deployment becomes the
+    /// group's last successful install (as CodeDeploy does).
+    fn install(&self, d: &Deployment) -> Result<Diagnostic, String> {
+        let dir = self.deployment_dir(d);
+        let archive = dir.join(state::ARCHIVE_DIR);
+        let appspec = AppSpec::load(&archive, &d.appspec_filename).map_err(|e| e.to_string())?;
+        let cleanup_list = self.root.cleanup_list(&d.group_id);
+        let request = install::Request {
+            archive_dir: &archive,
+            appspec: &appspec,
+            deployment_behavior: d.file_exists_behavior,
+            cleanup_list: &cleanup_list,
+        };
+        let report = install::install(&request).map_err(|e| e.to_string())?;
+        self.root.write_pointer(&d.group_id, Pointer::LastSuccessful, &dir).map_err(|e| e.to_string())?;
+        Ok(Diagnostic::success(format!(
+            "installed {} files and {} directories; removed {} of the previous install; retained {}",
+            report.files, report.directories, report.removed, report.retained
+        )))
+    }
+
+    /// A hook event: the scripts of the revision the event runs from.
+    fn run_hooks(&self, d: &Deployment, event: LifecycleEvent, log: &mut ScriptLog) -> Diagnostic {
+        let archive = if event.runs_from_last_successful() {
+            match self.root.read_pointer(&d.group_id, Pointer::LastSuccessful) {
+                Ok(Some(dir)) if dir.join(state::ARCHIVE_DIR).is_dir() => dir.join(state::ARCHIVE_DIR),
+                Ok(_) => return Diagnostic::success("skipped: no previous successful revision on this device"),
+                Err(e) => return Diagnostic::unknown(e.to_string()),
+            }
+        } else {
+            self.deployment_dir(d).join(state::ARCHIVE_DIR)
+        };
+        let appspec = match AppSpec::load(&archive, &d.appspec_filename) {
+            Ok(appspec) => appspec,
+            Err(e) => return Diagnostic::unknown(e.to_string()),
+        };
+        hooks::run_event(event, appspec.scripts(event), &archive, &hook_environment(d), log, &self.config.hooks)
+    }
+}
+
+/// The environment hooks see, besides LIFECYCLE_EVENT.
+pub fn hook_environment(d: &Deployment) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("DEPLOYMENT_ID".to_string(), d.deployment_id.clone()),
+        ("APPLICATION_NAME".to_string(), d.application.clone()),
+        ("DEPLOYMENT_GROUP_NAME".to_string(), d.group_name.clone()),
+        ("DEPLOYMENT_GROUP_ID".to_string(), d.group_id.clone()),
+    ];
+    let (bundle_type, location) = match &d.revision {
+        Revision::LocalFile { path, bundle_type } => (bundle_type.name(), path),
+        Revision::LocalDirectory { path } => ("directory", path),
+    };
+    env.push(("BUNDLE_TYPE".to_string(), bundle_type.to_string()));
+    env.push(("BUNDLE_LOCATION".to_string(), location.display().to_string()));
+    env
+}
+
+/// Finds the revision root in an unpacked bundle: the bundle's top level,
+/// or its single top-level directory when the AppSpec is inside it.
+fn revision_root(unpacked: &Path, appspec_filename: &str) -> Result<PathBuf, String> {
+    let has_appspec = |dir: &Path| {
+        dir.join(appspec_filename).is_file() || (appspec_filename == "appspec.yml" && dir.join("appspec.yaml").is_file())
+    };
+    if has_appspec(unpacked) {
+        return Ok(unpacked.to_path_buf());
+    }
+    let mut entries = fs::read_dir(unpacked).map_err(|e| format!("reading {}: {e}", unpacked.display()))?;
+    if let (Some(Ok(only)), None) = (entries.next(), entries.next()) {
+        let top = only.path();
+        if only.file_type().map(|t| t.is_dir()).unwrap_or(false) && has_appspec(&top) {
+            return Ok(top);
+        }
+    }
+    Err(format!(
+        "The revision has no AppSpec file: {appspec_filename:?} is neither at the top of the bundle \
+         nor inside its single top-level directory"
+    ))
+}
+
+/// Makes `bundle.tar` in the deployment directory name the local bundle.
+fn link_bundle(link: &Path, bundle: &Path) -> io::Result<()> {
+    match fs::remove_file(link) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(journal::with_path(e, "removing", link)),
+        _ => {}
+    }
+    symlink(bundle, link).map_err(|e| journal::with_path(e, "linking", link))
+}
+
+fn remove_tree(dir: &Path) -> Result<(), String> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(format!("removing {}: {e}", dir.display())),
+        _ => Ok(()),
+    }
+}

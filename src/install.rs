@@ -1,1 +1,0 @@
-//! Install the deployment archive's files per the AppSpec.
