@@ -132,7 +132,9 @@ impl Config {
         let mapping = match value {
             Value::Mapping(m) => m,
             Value::Null => Default::default(),
-            other => return Err(ConfigError { message: format!("expected a mapping of keys, found {}", kind(&other)) }),
+            other => {
+                return Err(ConfigError { message: format!("expected a mapping of keys, found {}", kind(&other)) });
+            }
         };
         let mut config = Config::default();
         let mut unknown_keys = Vec::new();

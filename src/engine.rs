@@ -111,7 +111,9 @@ impl<'a> Engine<'a> {
                 link_bundle(&dir.join("bundle.tar"), path).map_err(|e| e.to_string())?;
                 unpack::unpack(path, *bundle_type, &partial, &self.config.unpack)
             }
-            Revision::LocalDirectory { path } => unpack::unpack(path, BundleType::Directory, &partial, &self.config.unpack),
+            Revision::LocalDirectory { path } => {
+                unpack::unpack(path, BundleType::Directory, &partial, &self.config.unpack)
+            }
         }
         .map_err(|e| e.to_string())?;
         let root = revision_root(&partial, &d.appspec_filename)?;
@@ -188,7 +190,8 @@ pub fn hook_environment(d: &Deployment) -> Vec<(String, String)> {
 /// or its single top-level directory when the AppSpec is inside it.
 fn revision_root(unpacked: &Path, appspec_filename: &str) -> Result<PathBuf, String> {
     let has_appspec = |dir: &Path| {
-        dir.join(appspec_filename).is_file() || (appspec_filename == "appspec.yml" && dir.join("appspec.yaml").is_file())
+        dir.join(appspec_filename).is_file()
+            || (appspec_filename == "appspec.yml" && dir.join("appspec.yaml").is_file())
     };
     if has_appspec(unpacked) {
         return Ok(unpacked.to_path_buf());

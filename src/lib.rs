@@ -14,12 +14,12 @@ pub mod appspec;
 pub mod clock;
 pub mod config;
 pub mod diagnostic;
+pub mod engine;
 pub mod hooks;
 pub mod install;
 pub mod journal;
 pub mod local;
 pub mod state;
-pub mod engine;
 pub mod unpack;
 pub mod users;
 

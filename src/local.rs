@@ -130,7 +130,13 @@ pub fn deploy(config: &Config, options: &Options, out: &mut dyn Write) -> Result
     };
     root.write_status(&status).map_err(|e| setup_error("recording the deployment", e))?;
     let mut log = engine.open_log(&deployment).map_err(|e| setup_error("opening the script log", e))?;
-    let _ = writeln!(out, "Deployment {} of {} to {}", deployment.deployment_id, options.bundle_location.display(), root.dir().join(&deployment.group_id).display());
+    let _ = writeln!(
+        out,
+        "Deployment {} of {} to {}",
+        deployment.deployment_id,
+        options.bundle_location.display(),
+        root.dir().join(&deployment.group_id).display()
+    );
 
     for event in events {
         status.event = Some(event.name().to_string());
@@ -191,12 +197,12 @@ fn recover_interrupted(engine: &Engine, group: &str) -> Result<(), Failure> {
     let root = engine.root();
     state::remove_partial_archives(root, group).map_err(|e| setup_error("removing interrupted unpacks", e))?;
     install::recover(&root.cleanup_list(group)).map_err(|e| setup_error("recovering an interrupted install", e))?;
-    if let Ok(Some(mut previous)) = root.read_status(group) {
-        if previous.phase == Phase::InProgress {
-            let event = previous.event.clone().unwrap_or_default();
-            let message = format!("interrupted by agent restart during {event}");
-            finish(root, &mut previous, Phase::Failed, &message);
-        }
+    if let Ok(Some(mut previous)) = root.read_status(group)
+        && previous.phase == Phase::InProgress
+    {
+        let event = previous.event.clone().unwrap_or_default();
+        let message = format!("interrupted by agent restart during {event}");
+        finish(root, &mut previous, Phase::Failed, &message);
     }
     Ok(())
 }

@@ -257,7 +257,9 @@ pub fn check_folder_name(what: &str, name: &str) -> Result<(), String> {
         || name.len() > 128
         || name.chars().any(|c| c == '/' || c == '\0' || c.is_control());
     if bad {
-        return Err(format!("{what} {name:?} cannot be a folder name (1 to 128 characters, no '/', not starting with '.')"));
+        return Err(format!(
+            "{what} {name:?} cannot be a folder name (1 to 128 characters, no '/', not starting with '.')"
+        ));
     }
     Ok(())
 }

@@ -127,3 +127,16 @@ pub fn effective_uid() -> u32 {
     // SAFETY: geteuid cannot fail and has no memory effects.
     unsafe { libc::geteuid() }
 }
+
+/// True while some process is still in group `pgid` (zombies not yet reaped
+/// count). Any error other than "no such group" counts as alive, so callers
+/// err on the side of escalating to SIGKILL.
+pub fn process_group_exists(pgid: u32) -> bool {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else { return false };
+    // SAFETY: killpg with signal 0 only checks for existence and permission;
+    // it has no memory effects.
+    match check(unsafe { libc::killpg(pgid, 0) }) {
+        Ok(_) => true,
+        Err(e) => e.raw_os_error() != Some(libc::ESRCH),
+    }
+}

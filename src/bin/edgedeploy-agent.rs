@@ -121,7 +121,10 @@ fn deploy_local(args: DeployLocalArgs) -> Result<(), u8> {
     let file_exists_behavior = args
         .file_exists_behavior
         .as_deref()
-        .map(|b| local::parse_behavior(b).ok_or_else(|| usage(format!("--file-exists-behavior {b:?}: expected DISALLOW, OVERWRITE or RETAIN"))))
+        .map(|b| {
+            local::parse_behavior(b)
+                .ok_or_else(|| usage(format!("--file-exists-behavior {b:?}: expected DISALLOW, OVERWRITE or RETAIN")))
+        })
         .transpose()?;
     let options = local::Options {
         bundle_location: args.bundle_location.unwrap_or_else(|| PathBuf::from(".")),
@@ -138,13 +141,13 @@ fn deploy_local(args: DeployLocalArgs) -> Result<(), u8> {
         Err(Failure::Setup(message)) => Err(usage(message)),
         Err(failure @ Failure::Event { .. }) => {
             eprintln!("error: {failure}");
-            if let Failure::Event { diagnostic, .. } = &failure {
-                if !diagnostic.log.is_empty() {
-                    eprintln!("--- last output of the script ---");
-                    let _ = io::stderr().write_all(diagnostic.log.as_bytes());
-                    if !diagnostic.log.ends_with('\n') {
-                        eprintln!();
-                    }
+            if let Failure::Event { diagnostic, .. } = &failure
+                && !diagnostic.log.is_empty()
+            {
+                eprintln!("--- last output of the script ---");
+                let _ = io::stderr().write_all(diagnostic.log.as_bytes());
+                if !diagnostic.log.ends_with('\n') {
+                    eprintln!();
                 }
             }
             Err(EXIT_FAILED)

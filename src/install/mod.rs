@@ -22,7 +22,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use crate::appspec::{AppSpec, FileExistsBehavior, FileMapping, Permission};
+use crate::appspec::{AppSpec, FileExistsBehavior, FileMapping};
 use crate::journal;
 use plan::{Kind, PlanError, SourceItem, Step};
 
@@ -82,7 +82,9 @@ impl fmt::Display for InstallError {
                     shown.join(", ")
                 )
             }
-            InstallError::Plan(PlanError::Blocked { path, reason }) => write!(f, "cannot install {}: {reason}", path.display()),
+            InstallError::Plan(PlanError::Blocked { path, reason }) => {
+                write!(f, "cannot install {}: {reason}", path.display())
+            }
             InstallError::Plan(PlanError::Duplicate(path)) => write!(
                 f,
                 "The deployment failed because the application specification file specifies two source files \
@@ -125,6 +127,8 @@ pub fn install(request: &Request) -> Result<Report, InstallError> {
     let behavior = effective_behavior(request.appspec, request.deployment_behavior);
     let plan = plan::plan(&items, &previous, behavior, &probe).map_err(InstallError::Plan)?;
     drop(items);
+    let permissions = permissions::Resolved::new(&request.appspec.permissions, owned_objects(&plan.steps))
+        .map_err(InstallError::Permissions)?;
     let owned = plan.owned();
     let known: BTreeSet<&Path> = previous.iter().map(PathBuf::as_path).collect();
     let ahead: Vec<PathBuf> =
@@ -132,11 +136,17 @@ pub fn install(request: &Request) -> Result<Report, InstallError> {
     cleanup::write(request.cleanup_list, &ahead)?;
     drop(ahead);
 
-    let permissions = &request.appspec.permissions;
-    let report = stage(&plan.steps, permissions)?;
     let touched = parent_dirs(owned.iter().chain(&plan.obsolete));
-    journal::sync_filesystems(touched.iter().map(PathBuf::as_path))?;
-    commit(&plan.steps, permissions)?;
+    let report = match stage(&plan.steps, &permissions)
+        .and_then(|report| Ok(journal::sync_filesystems(touched.iter().map(PathBuf::as_path)).map(|()| report)?))
+    {
+        Ok(report) => report,
+        Err(e) => {
+            abandon_stage(&plan.steps, request.cleanup_list, &previous);
+            return Err(e);
+        }
+    };
+    commit(&plan.steps, &permissions)?;
     let removed = cleanup::remove(&plan.obsolete)?;
     journal::sync_filesystems(touched.iter().map(PathBuf::as_path))?;
     cleanup::write(request.cleanup_list, &owned)?;
@@ -208,14 +218,17 @@ fn source_kind(src: &Path, meta: &fs::Metadata) -> Result<Kind, InstallError> {
     } else if file_type.is_file() {
         Ok(Kind::File)
     } else {
-        Err(InstallError::Source(format!("{} is a special file; only files, links and directories install", src.display())))
+        Err(InstallError::Source(format!(
+            "{} is a special file; only files, links and directories install",
+            src.display()
+        )))
     }
 }
 
 /// Step 4: directories created, files written under temporary names with
 /// their final mode and owner. Nothing visible has changed yet except new,
 /// empty directories and removals the plan requires first.
-fn stage(steps: &[Step], permissions: &[Permission]) -> Result<Report, InstallError> {
+fn stage(steps: &[Step], permissions: &permissions::Resolved) -> Result<Report, InstallError> {
     let mut report = Report::default();
     for step in steps {
         match step {
@@ -230,7 +243,7 @@ fn stage(steps: &[Step], permissions: &[Permission]) -> Result<Report, InstallEr
             Step::Place { src, dst, kind } => {
                 let tmp = journal::temp_path(dst);
                 write_temporary(src, &tmp, *kind).map_err(|e| journal::with_path(e, "writing", &tmp))?;
-                permissions::apply(permissions, dst, &tmp, false).map_err(InstallError::Permissions)?;
+                permissions.apply(dst, &tmp, false).map_err(InstallError::Permissions)?;
                 report.files += 1;
             }
         }
@@ -264,15 +277,44 @@ fn write_temporary(src: &Path, tmp: &Path, kind: Kind) -> io::Result<()> {
     Ok(())
 }
 
+/// After a failed stage (a full disk, say): the temporaries and the new,
+/// still empty directories are removed and the cleanup list goes back to
+/// the previous one, so the failed install leaves nothing behind. Best
+/// effort: what cannot be removed now is still listed for the next run.
+fn abandon_stage(steps: &[Step], cleanup_list: &Path, previous: &[PathBuf]) {
+    let mut created = Vec::new();
+    for step in steps {
+        match step {
+            Step::Place { dst, .. } => created.push(journal::temp_path(dst)),
+            Step::CreateDir(path) => created.push(path.clone()),
+            Step::RemoveFirst(_) | Step::AdoptDir(_) => {}
+        }
+    }
+    let cleaned = cleanup::remove(&created).is_ok() && created.iter().all(|p| fs::symlink_metadata(p).is_err());
+    if cleaned {
+        let _ = journal::sync_filesystems(created.iter().map(|p| journal::parent_of(p)));
+        let _ = cleanup::write(cleanup_list, previous);
+    }
+}
+
+/// The objects the plan will own, with whether each is a directory.
+fn owned_objects(steps: &[Step]) -> impl Iterator<Item = (&Path, bool)> {
+    steps.iter().filter_map(|step| match step {
+        Step::CreateDir(p) | Step::AdoptDir(p) => Some((p.as_path(), true)),
+        Step::Place { dst, .. } => Some((dst.as_path(), false)),
+        Step::RemoveFirst(_) => None,
+    })
+}
+
 /// Step 5: every staged file renamed into place, then directory permissions.
-fn commit(steps: &[Step], permissions: &[Permission]) -> Result<(), InstallError> {
+fn commit(steps: &[Step], permissions: &permissions::Resolved) -> Result<(), InstallError> {
     for step in steps {
         if let Step::Place { dst, .. } = step {
             let tmp = journal::temp_path(dst);
             fs::rename(&tmp, dst).map_err(|e| journal::with_path(e, "renaming into place", dst))?;
         }
     }
-    let has_context = permissions.iter().any(|p| p.context.is_some());
+    let has_context = permissions.has_context();
     for step in steps {
         let (path, is_dir) = match step {
             Step::CreateDir(p) | Step::AdoptDir(p) => (p, true),
@@ -280,10 +322,10 @@ fn commit(steps: &[Step], permissions: &[Permission]) -> Result<(), InstallError
             Step::RemoveFirst(_) => continue,
         };
         if is_dir {
-            permissions::apply(permissions, path, path, true).map_err(InstallError::Permissions)?;
+            permissions.apply(path, path, true).map_err(InstallError::Permissions)?;
         }
         if has_context {
-            permissions::apply_context(permissions, path, is_dir).map_err(InstallError::Permissions)?;
+            permissions.apply_context(path, is_dir).map_err(InstallError::Permissions)?;
         }
     }
     Ok(())

@@ -1,53 +1,87 @@
 //! Applying the AppSpec's `permissions` to what this install created.
-//! Mode and ownership are set on a file before it is renamed into place, so
-//! it never appears with the wrong ones; ACLs via setfacl and SELinux
-//! contexts via semanage/restorecon, when those tools exist.
+//! Everything that can be refused is checked by [`Resolved::new`] before the
+//! install writes anything. Mode and ownership are then set on a file before
+//! it is renamed into place, so it never appears with the wrong ones; ACLs
+//! via setfacl and SELinux contexts via semanage/restorecon.
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, lchown};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::appspec::Permission;
 use crate::users;
 
-/// Applies every entry of `permissions` that matches `target` to the object
-/// at `actual` (the same object, possibly still under its temporary name).
-/// Later entries win where they set the same attribute.
-pub fn apply(permissions: &[Permission], target: &Path, actual: &Path, is_dir: bool) -> Result<(), String> {
-    for permission in permissions.iter().filter(|p| p.applies_to(target, is_dir)) {
-        apply_one(permission, target, actual)?;
-    }
-    Ok(())
+/// The permissions entries with owners and groups resolved to ids.
+#[derive(Debug)]
+pub struct Resolved<'a> {
+    entries: &'a [Permission],
+    /// (uid, gid) per entry, parallel to `entries`.
+    ids: Vec<(Option<u32>, Option<u32>)>,
 }
 
-/// Applies one entry.
-fn apply_one(permission: &Permission, target: &Path, actual: &Path) -> Result<(), String> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| format!("permissions for {}: {what}: {e}", target.display());
-    let is_symlink = fs::symlink_metadata(actual).map(|m| m.file_type().is_symlink()).unwrap_or(false);
-    if let Some(mode) = permission.mode.filter(|_| !is_symlink) {
-        fs::set_permissions(actual, fs::Permissions::from_mode(mode)).map_err(|e| fail("mode", &e))?;
+impl<'a> Resolved<'a> {
+    /// Checks `entries` against the objects this install will own
+    /// (`(path, is_dir)`): no object matched by two entries (CodeDeploy
+    /// refuses that too), owners and groups known, a file `object` not
+    /// narrowed by pattern/except, and setfacl / semanage / restorecon
+    /// installed when an entry that is used needs them.
+    pub fn new<'p>(entries: &'a [Permission], owned: impl Iterator<Item = (&'p Path, bool)>) -> Result<Self, String> {
+        let mut used = vec![false; entries.len()];
+        for (path, is_dir) in owned {
+            let mut matching = entries.iter().enumerate().filter(|(_, p)| p.applies_to(path, is_dir));
+            if let Some((first, _)) = matching.next() {
+                if let Some((second, _)) = matching.next() {
+                    return Err(format!(
+                        "The deployment failed because the permissions setting for {} is specified more than once \
+                         in the application specification file (permissions[{first}] and permissions[{second}])",
+                        path.display()
+                    ));
+                }
+                used[first] = true;
+                if !is_dir && entries[first].object == path {
+                    entries[first].check_file_object().map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        let mut ids = Vec::with_capacity(entries.len());
+        for (index, entry) in entries.iter().enumerate() {
+            ids.push(if used[index] { resolve(index, entry)? } else { (None, None) });
+        }
+        Ok(Resolved { entries, ids })
     }
-    let uid = permission.owner.as_deref().map(|o| users::user(o).map(|u| u.uid)).transpose().map_err(|e| fail("owner", &e))?;
-    let gid = permission.group.as_deref().map(users::group_id).transpose().map_err(|e| fail("group", &e))?;
-    if uid.is_some() || gid.is_some() {
-        lchown(actual, uid, gid).map_err(|e| fail("owner/group", &e))?;
-        // chown clears setuid/setgid bits: put the mode back.
-        if let Some(mode) = permission.mode.filter(|m| m & 0o6000 != 0 && !is_symlink) {
+
+    /// Applies the entry that matches `target` to the object at `actual`
+    /// (the same object, possibly still under its temporary name).
+    pub fn apply(&self, target: &Path, actual: &Path, is_dir: bool) -> Result<(), String> {
+        let Some(index) = self.entries.iter().position(|p| p.applies_to(target, is_dir)) else { return Ok(()) };
+        let entry = &self.entries[index];
+        let (uid, gid) = self.ids[index];
+        let fail = |what: &str, e: &dyn std::fmt::Display| format!("permissions for {}: {what}: {e}", target.display());
+        let is_symlink = fs::symlink_metadata(actual).map(|m| m.file_type().is_symlink()).unwrap_or(false);
+        if uid.is_some() || gid.is_some() {
+            lchown(actual, uid, gid).map_err(|e| fail("owner/group", &e))?;
+        }
+        // After chown, which clears setuid/setgid bits.
+        if let Some(mode) = entry.mode.filter(|_| !is_symlink) {
             fs::set_permissions(actual, fs::Permissions::from_mode(mode)).map_err(|e| fail("mode", &e))?;
         }
+        for acl in &entry.acls {
+            run_tool("setfacl", &["--modify", acl], actual).map_err(|e| fail("acls", &e))?;
+        }
+        Ok(())
     }
-    for acl in &permission.acls {
-        run_tool("setfacl", &["--modify", acl], actual).map_err(|e| fail("acls", &e))?;
-    }
-    Ok(())
-}
 
-/// Applies the SELinux contexts of matching entries to `target`, which is in
-/// its final place (contexts are rules on paths, not on inodes).
-pub fn apply_context(permissions: &[Permission], target: &Path, is_dir: bool) -> Result<(), String> {
-    for permission in permissions.iter().filter(|p| p.applies_to(target, is_dir)) {
-        let Some(context) = &permission.context else { continue };
+    /// True when some entry sets an SELinux context.
+    pub fn has_context(&self) -> bool {
+        self.entries.iter().any(|p| p.context.is_some())
+    }
+
+    /// Applies the SELinux context of the entry matching `target`, which is in
+    /// its final place (contexts are rules on paths, not on inodes).
+    pub fn apply_context(&self, target: &Path, is_dir: bool) -> Result<(), String> {
+        let Some(entry) = self.entries.iter().find(|p| p.applies_to(target, is_dir)) else { return Ok(()) };
+        let Some(context) = &entry.context else { return Ok(()) };
         let mut args = vec!["fcontext", "-a", "-t", context.type_.as_str()];
         if let Some(user) = &context.user {
             args.extend(["-s", user.as_str()]);
@@ -57,20 +91,38 @@ pub fn apply_context(permissions: &[Permission], target: &Path, is_dir: bool) ->
         }
         let fail = |e: String| format!("permissions for {}: context: {e}", target.display());
         run_tool("semanage", &args, target).map_err(fail)?;
-        run_tool("restorecon", &[], target).map_err(fail)?;
+        run_tool("restorecon", &[], target).map_err(fail)
     }
-    Ok(())
 }
 
-/// Runs `tool args... path`; a missing tool is a clear error.
+/// Resolves the owner and group of entry `index`, and checks its tools exist.
+fn resolve(index: usize, entry: &Permission) -> Result<(Option<u32>, Option<u32>), String> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| format!("permissions[{index}].{what}: {e}");
+    let uid =
+        entry.owner.as_deref().map(|o| users::user(o).map(|u| u.uid)).transpose().map_err(|e| fail("owner", &e))?;
+    let gid = entry.group.as_deref().map(users::group_id).transpose().map_err(|e| fail("group", &e))?;
+    if !entry.acls.is_empty() {
+        require_tool("setfacl").map_err(|e| fail("acls", &e))?;
+    }
+    if entry.context.is_some() {
+        require_tool("semanage").and_then(|()| require_tool("restorecon")).map_err(|e| fail("context", &e))?;
+    }
+    Ok((uid, gid))
+}
+
+/// Finds `tool` on PATH, or says it is missing.
+fn require_tool(tool: &str) -> Result<(), String> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    if std::env::split_paths(&path).map(|dir: PathBuf| dir.join(tool)).any(|p| p.is_file()) {
+        Ok(())
+    } else {
+        Err(format!("{tool} is not installed on this device (it is needed to apply this setting)"))
+    }
+}
+
+/// Runs `tool args... path`.
 fn run_tool(tool: &str, args: &[&str], path: &Path) -> Result<(), String> {
-    let output = Command::new(tool).args(args).arg(path).output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            format!("{tool} is not installed on this device (it is needed to apply this setting)")
-        } else {
-            format!("running {tool}: {e}")
-        }
-    })?;
+    let output = Command::new(tool).args(args).arg(path).output().map_err(|e| format!("running {tool}: {e}"))?;
     if output.status.success() {
         return Ok(());
     }

@@ -216,7 +216,11 @@ mod tests {
     }
 
     fn file(dst: &str) -> SourceItem {
-        SourceItem { src: PathBuf::from("/archive").join(dst.trim_start_matches('/')), dst: dst.into(), kind: Kind::File }
+        SourceItem {
+            src: PathBuf::from("/archive").join(dst.trim_start_matches('/')),
+            dst: dst.into(),
+            kind: Kind::File,
+        }
     }
 
     fn paths(v: &[&str]) -> Vec<PathBuf> {

@@ -1,8 +1,23 @@
 //! Turn a bundle (tar, tgz, zip or a directory) into a deployment archive:
-//! streamed, with safe paths and limits. INTERFACE (owned by the unpack work).
+//! streamed, with safe paths and limits.
+//!
+//! This is the product's security boundary: a bundle is untrusted input.
+//! Every format's reader hands entries to one writer (`tree`), which applies
+//! the rules (`safety`, pure decisions) and the limits (`limits`). The rules
+//! and their switches are written down in `docs/bundle-safety.md`.
 
 use std::fmt;
+use std::fs::{self, DirBuilder, File, Permissions};
+use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+mod dir;
+mod limits;
+mod safety;
+mod tar;
+mod tree;
+mod zip;
+mod zip_format;
 
 /// The bundle types `deploy-local -t` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,8 +145,83 @@ impl fmt::Display for UnpackError {
 impl std::error::Error for UnpackError {}
 
 /// Unpacks `bundle` of type `kind` into the directory `dest`, which must not
-/// exist yet (it is created). Nothing is ever written outside `dest`.
+/// exist yet (it is created, mode 0755; its parent must exist). Nothing is
+/// ever written outside `dest`.
 /// On error `dest` may hold a partial tree; the caller removes it.
-pub fn unpack(_bundle: &Path, _kind: BundleType, _dest: &Path, _policy: &Policy) -> Result<Report, UnpackError> {
-    todo!("unpack work")
+///
+/// For `Tar` and `Tgz` the content decides: gzip is recognized by its magic
+/// bytes, and a zip (local header magic) is read as a zip.
+pub fn unpack(bundle: &Path, kind: BundleType, dest: &Path, policy: &Policy) -> Result<Report, UnpackError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| UnpackError::Io { path, source }
+    };
+    if kind == BundleType::Directory {
+        create_dest(dest)?;
+        let mut tree = tree::Tree::new(dest, bundle, policy);
+        dir::copy_dir(bundle, dest, &mut tree)?;
+        return tree.finish();
+    }
+    let file = File::open(bundle).map_err(io(bundle))?;
+    let mut magic = [0u8; 4];
+    let got = file.read_at(&mut magic, 0).map_err(io(bundle))?;
+    let format = detect(kind, &magic[..got]);
+    create_dest(dest)?;
+    let mut tree = tree::Tree::new(dest, bundle, policy);
+    match format {
+        Format::Zip => zip::unpack_zip(&file, &mut tree)?,
+        Format::Tar { gzip } => tar::unpack_tar(file, gzip, &mut tree)?,
+    }
+    tree.finish()
+}
+
+/// How a file bundle is actually read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Zip,
+    Tar { gzip: bool },
+}
+
+/// Chooses the reader from the declared type and the first bytes. A
+/// declared zip is read as zip. A declared tar or tgz that starts with a
+/// zip local header is read as zip too (people name their zips .tar), and
+/// gzip is recognized by its magic bytes whatever was declared.
+fn detect(kind: BundleType, magic: &[u8]) -> Format {
+    if kind == BundleType::Zip || magic.starts_with(b"PK\x03\x04") {
+        return Format::Zip;
+    }
+    Format::Tar { gzip: magic.starts_with(&[0x1f, 0x8b]) }
+}
+
+/// Creates `dest` (which must not exist) with mode 0755 whatever the umask.
+fn create_dest(dest: &Path) -> Result<(), UnpackError> {
+    let io = |source| UnpackError::Io { path: dest.to_path_buf(), source };
+    DirBuilder::new().mode(0o755).create(dest).map_err(io)?;
+    fs::set_permissions(dest, Permissions::from_mode(0o755)).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detect_by_content() {
+        let tar = Format::Tar { gzip: false };
+        let tgz = Format::Tar { gzip: true };
+        assert_eq!(detect(BundleType::Tar, b"abcd"), tar);
+        assert_eq!(detect(BundleType::Tgz, b"abcd"), tar);
+        assert_eq!(detect(BundleType::Tar, &[0x1f, 0x8b, 8, 0]), tgz);
+        assert_eq!(detect(BundleType::Tar, b"PK\x03\x04"), Format::Zip);
+        assert_eq!(detect(BundleType::Zip, b"abcd"), Format::Zip);
+        assert_eq!(detect(BundleType::Tar, b""), tar);
+    }
+
+    #[test]
+    fn type_names() {
+        for kind in [BundleType::Tar, BundleType::Tgz, BundleType::Zip, BundleType::Directory] {
+            assert_eq!(BundleType::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(BundleType::from_name("TAR.GZ"), Some(BundleType::Tgz));
+        assert_eq!(BundleType::from_name("rar"), None);
+    }
 }

@@ -1,10 +1,31 @@
 //! Parse and validate `appspec.yml` (CodeDeploy AppSpec, `os: linux`).
 //!
 //! INTERFACE (owned by the appspec work; other modules rely on these types).
+//!
+//! The text is parsed into a `serde_yaml::Value` and validated by hand, so
+//! that every error names the key path and the value, e.g.
+//! `files[1].destination: "relative/dir" is not an absolute path`. What is
+//! accepted, and where it differs from CodeDeploy, is in `docs/appspec.md`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod document;
+mod events;
+mod glob;
+mod load;
+mod mode;
+mod paths;
+mod permissions;
+mod value;
+
+/// The AppSpec file name a revision has unless the deployment names
+/// another; `appspec.yaml` is tried when it is missing.
+pub const DEFAULT_APPSPEC_FILENAME: &str = "appspec.yml";
+
+/// The largest AppSpec accepted, in bytes (it comes from outside).
+pub const MAX_APPSPEC_SIZE: u64 = 1 << 20;
 
 /// A validated AppSpec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,15 +217,22 @@ impl fmt::Display for AppSpecError {
 impl std::error::Error for AppSpecError {}
 
 impl AppSpec {
-    /// Parses and validates AppSpec text.
-    pub fn parse(_text: &str) -> Result<AppSpec, AppSpecError> {
-        todo!("appspec work")
+    /// Parses and validates AppSpec text. Errors name the key path and the
+    /// value (`permissions[0].mode: "0999" is not an octal mode ...`), or the
+    /// line and column of malformed YAML. Text larger than
+    /// [`MAX_APPSPEC_SIZE`] is refused.
+    pub fn parse(text: &str) -> Result<AppSpec, AppSpecError> {
+        document::parse(text)
     }
 
     /// Finds `filename` in `archive_dir` (falling back from `appspec.yml` to
     /// `appspec.yaml` when `filename` is the default) and parses it.
-    pub fn load(_archive_dir: &Path, _filename: &str) -> Result<AppSpec, AppSpecError> {
-        todo!("appspec work")
+    ///
+    /// Errors start with the path of the file. The file must resolve to a
+    /// regular file inside `archive_dir` (links out of it are refused) of at
+    /// most [`MAX_APPSPEC_SIZE`] bytes of UTF-8.
+    pub fn load(archive_dir: &Path, filename: &str) -> Result<AppSpec, AppSpecError> {
+        load::load(archive_dir, filename)
     }
 
     /// The scripts for `event` (empty when the AppSpec has none).
@@ -218,7 +246,30 @@ impl Permission {
     /// which is a directory when `is_dir`: `path` is `object` itself or lies
     /// under it, matches `pattern`, matches no `except`, and its type is in
     /// `types`. Pure: no filesystem access.
-    pub fn applies_to(&self, _path: &Path, _is_dir: bool) -> bool {
-        todo!("appspec work")
+    ///
+    /// CodeDeploy's rules, in detail:
+    /// - Under `object` (a directory), `pattern` `**` selects everything at
+    ///   any depth; any other pattern is a glob matched against the path
+    ///   relative to `object` (`*` and `?` stay within one component, `**`
+    ///   as a component spans components), so `*.txt` selects only direct
+    ///   children.
+    /// - `except` globs are matched the same way; one starting with `/` is
+    ///   matched against the whole absolute path.
+    /// - `object` itself: never when it is a directory; when it is a file,
+    ///   only if `types` allows files, `pattern` is `**` and `except` is
+    ///   empty (see [`Permission::check_file_object`]).
+    /// - Paths that are relative or contain `..` never match.
+    pub fn applies_to(&self, path: &Path, is_dir: bool) -> bool {
+        permissions::applies_to(self, path, is_dir)
+    }
+
+    /// For the installer, when `object` turns out to be a file: CodeDeploy
+    /// fails such an entry if it applies to files yet narrows with a
+    /// `pattern` other than `**` or with `except`. The error names the object.
+    pub fn check_file_object(&self) -> Result<(), AppSpecError> {
+        match permissions::file_object_problem(self) {
+            Some(message) => Err(AppSpecError { message: format!("permissions: {message}") }),
+            None => Ok(()),
+        }
     }
 }
