@@ -312,6 +312,8 @@ fn bad_options_exit_2_without_deploying() {
         vec!["-l", v1.to_str().unwrap(), "-g", "../escape"],
         vec!["-l", "/nonexistent/bundle"],
         vec!["-l", v1.to_str().unwrap(), "-t", "tgz"],
+        vec!["-l", v1.to_str().unwrap(), "--bogus"],
+        vec!["-l"],
     ] {
         let out = sb.deploy(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));

@@ -92,7 +92,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     log::set_logger(&STDERR_LOGGER).map(|()| log::set_max_level(log::LevelFilter::Info)).ok();
-    let cli: Cli = argh::from_env();
+    let cli = match parse_command_line() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::DeployLocal(args) => deploy_local(args),
@@ -183,6 +186,26 @@ fn status(args: StatusArgs) -> Result<(), u8> {
         println!("  last successful  {last}");
     }
     Ok(())
+}
+
+/// Parses the command line; `--help` exits 0, a usage error exits 2 (argh
+/// itself would exit 1, which the contract reserves for failed deployments).
+fn parse_command_line() -> Result<Cli, ExitCode> {
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (command, rest) = strs.split_first().map(|(c, r)| (*c, r)).unwrap_or(("edgedeploy-agent", &[]));
+    let command = Path::new(command).file_name().and_then(|n| n.to_str()).unwrap_or("edgedeploy-agent");
+    Cli::from_args(&[command], rest).map_err(|early| match early.status {
+        Ok(()) => {
+            println!("{}", early.output);
+            ExitCode::SUCCESS
+        }
+        Err(()) => {
+            eprintln!("error: {}", early.output.trim());
+            eprintln!("Run {command} --help for more information.");
+            ExitCode::from(EXIT_USAGE)
+        }
+    })
 }
 
 /// Loads `explicit`, or the default file when it exists, or the defaults.

@@ -26,6 +26,10 @@ use crate::sys::{self, PollFd, Signal};
 /// Longest single wait, so exits are noticed promptly even when the
 /// script writes nothing.
 const TICK: Duration = Duration::from_millis(100);
+/// First wait once both pipes are closed: the script closes them as it
+/// exits, so its exit status is usually there within a millisecond. The wait
+/// doubles up to [`TICK`], so a short hook costs milliseconds, not a tick.
+const FIRST_IDLE_WAIT: Duration = Duration::from_millis(1);
 /// Size of the one read buffer.
 const READ_BYTES: usize = 8 * 1024;
 /// How long to wait for the script to be reaped after SIGKILL (a process
@@ -178,6 +182,7 @@ fn drive(
     let mut phase = Phase::Running { deadline: Instant::now() + timeout };
     let mut exited = None;
     let mut wait = Duration::ZERO;
+    let mut idle_wait = FIRST_IDLE_WAIT;
     loop {
         pipes.wait_and_read(wait, log)?;
         log.flush();
@@ -189,7 +194,11 @@ fn drive(
         let seen = Seen { now: Instant::now(), exited, pipes_open: pipes.any_open(), group_alive };
         wait = Duration::ZERO;
         match phase.step(seen, supervision) {
-            Step::Wait(d) => wait = d,
+            Step::Wait(d) if seen.pipes_open => wait = d,
+            Step::Wait(d) => {
+                wait = d.min(idle_wait);
+                idle_wait = (idle_wait * 2).min(TICK);
+            }
             Step::Terminate => {
                 log.note(&format!("timed out after {}: sending SIGTERM to its process group", human(timeout)));
                 sys::kill_process_group(pgid, Signal::Term)?;
