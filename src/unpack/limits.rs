@@ -15,6 +15,15 @@ pub(super) type Counter = Rc<Cell<u64>>;
 /// file that compresses very well (a page of zeros) does not trip it.
 pub(super) const RATIO_GRACE: u64 = 1 << 20;
 
+/// Most bytes of bookkeeping kept in memory while unpacking: the paths of
+/// directories and pending symlinks and the symlinks' targets, each path
+/// charged [`NODE_COST`] more. Not configurable: it bounds the agent's
+/// memory, and real bundles use a few hundred KiB of it.
+pub(super) const MAX_REMEMBERED: u64 = 16 << 20;
+
+/// What one remembered path costs beyond its bytes (map node, vectors).
+pub(super) const NODE_COST: u64 = 64;
+
 /// A reader that adds every byte it passes to a [`Counter`].
 pub(super) struct Counting<R> {
     inner: R,
@@ -46,6 +55,8 @@ pub(super) struct Meter {
     entries: u64,
     /// Bytes of file content written so far.
     bytes: u64,
+    /// Bytes of bookkeeping kept in memory, against [`MAX_REMEMBERED`].
+    remembered: u64,
     /// Bytes read from the bundle file; `None` for an uncompressed source
     /// (a directory), where the ratio means nothing.
     input: Option<Counter>,
@@ -63,6 +74,7 @@ impl Meter {
             max_ratio: policy.max_ratio,
             entries: 0,
             bytes: 0,
+            remembered: 0,
             input: None,
             output: None,
         }
@@ -95,6 +107,17 @@ impl Meter {
         self.entries += 1;
         if self.max_entries != 0 && self.entries > self.max_entries {
             return Err(limit(format!("number of entries exceeds max_entries ({})", self.max_entries)));
+        }
+        Ok(())
+    }
+
+    /// Charges one remembered path of `len` bytes (plus a symlink target's).
+    pub(super) fn remember(&mut self, len: usize) -> Result<(), UnpackError> {
+        self.remembered = self.remembered.saturating_add(len as u64 + NODE_COST);
+        if self.remembered > MAX_REMEMBERED {
+            return Err(limit(format!(
+                "directory and symlink names exceed {MAX_REMEMBERED} bytes of memory (too many or too deep)"
+            )));
         }
         Ok(())
     }
@@ -163,6 +186,18 @@ mod tests {
         assert!(meter.count_entry().is_ok());
         let err = meter.count_entry().expect_err("third entry");
         assert!(err.to_string().contains("max_entries (2)"));
+    }
+
+    #[test]
+    fn remembered_names_are_bounded() {
+        let mut meter = Meter::new(&Policy::default());
+        assert!(meter.remember(4000).is_ok());
+        let per = 4000 + NODE_COST;
+        let mut result = Ok(());
+        for _ in 0..=(MAX_REMEMBERED / per) {
+            result = result.and(meter.remember(4000));
+        }
+        assert!(matches!(result, Err(UnpackError::Limit { .. })));
     }
 
     #[test]

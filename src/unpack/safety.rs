@@ -14,6 +14,11 @@ pub(super) const MAX_NAME: usize = 4095;
 /// Linux's own limit (MAXSYMLINKS).
 pub(super) const MAX_HOPS: u32 = 40;
 
+/// Most path components walked while checking all of a bundle's symlinks
+/// (each link costs its components, times the links it goes through): a
+/// bound on the work a bundle of many deep, chained links can cause.
+pub(super) const SYMLINK_STEPS: u64 = 4 << 20;
+
 /// The words each refusal carries, one per rule.
 pub(super) mod rule {
     pub const EMPTY_NAME: &str = "empty name";
@@ -38,7 +43,21 @@ pub(super) mod rule {
     pub const SETUID: &str = "setuid/setgid bit";
 }
 
-/// What a path of the unpacked tree is, as recorded while unpacking.
+/// What a path of the unpacked tree is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// A directory.
+    Dir,
+    /// A regular file (or a hard link to one).
+    File,
+    /// A symbolic link (pending until unpacking ends).
+    Symlink,
+    /// A device, fifo or socket.
+    Special,
+}
+
+/// What is kept in memory about a path: directories (for their final mode)
+/// and pending symlinks. Files and special files are only on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Node {
     /// A directory; `mode` is applied when unpacking ends.
@@ -46,8 +65,6 @@ pub(super) enum Node {
         /// Final permission bits.
         mode: u32,
     },
-    /// A regular file (or a hard link to one).
-    File,
     /// A symbolic link, created only when unpacking ends.
     Symlink {
         /// The link's target, as stored.
@@ -55,13 +72,30 @@ pub(super) enum Node {
         /// The entry's name as stored, for the refusal message.
         entry: Vec<u8>,
     },
-    /// A device, fifo or socket.
-    Special,
 }
 
-/// The unpacked tree: normalized relative path (`a/b/c`) to what it is.
-/// Invariant: every proper prefix of a recorded path is a recorded `Dir`.
+impl Node {
+    /// The node's kind.
+    pub(super) fn kind(&self) -> Kind {
+        match self {
+            Node::Dir { .. } => Kind::Dir,
+            Node::Symlink { .. } => Kind::Symlink,
+        }
+    }
+}
+
+/// Directories and pending symlinks by normalized relative path (`a/b/c`).
+/// Invariant: every proper prefix of a path in the tree is a directory.
 pub(super) type Nodes = BTreeMap<Vec<u8>, Node>;
+
+/// Why a symlink was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LinkCheck {
+    /// It breaks this rule.
+    Refused(&'static str),
+    /// Checking the bundle's links took more than [`SYMLINK_STEPS`].
+    TooMuchWork,
+}
 
 /// Turns an entry name into a normalized relative path (`a/b/c`, or empty
 /// for the archive root), or says which rule it breaks.
@@ -116,24 +150,25 @@ pub(super) struct Plan {
     pub slot: Slot,
 }
 
-/// Decides whether an entry at `path` may be written given the tree so far.
-/// A path through a (pending) symlink or a file is refused, and an entry may
-/// replace an earlier regular file but never a directory, symlink or special file.
-pub(super) fn plan(nodes: &Nodes, path: &[u8], is_dir: bool) -> Result<Plan, &'static str> {
+/// Decides whether an entry at `path` may be written given the tree so far
+/// (`kind_at` says what a path is). A path through a (pending) symlink or a
+/// file is refused, and an entry may replace an earlier regular file but
+/// never a directory, symlink or special file.
+pub(super) fn plan(kind_at: &dyn Fn(&[u8]) -> Option<Kind>, path: &[u8], is_dir: bool) -> Result<Plan, &'static str> {
     let mut missing_parents = Vec::new();
     let slashes = path.iter().enumerate().filter(|(_, b)| **b == b'/').map(|(i, _)| i);
     for end in slashes {
-        match nodes.get(&path[..end]) {
+        match kind_at(&path[..end]) {
             None => missing_parents.push(end),
-            Some(Node::Dir { .. }) => {}
-            Some(Node::Symlink { .. }) => return Err(rule::THROUGH_SYMLINK),
-            Some(Node::File | Node::Special) => return Err(rule::THROUGH_FILE),
+            Some(Kind::Dir) => {}
+            Some(Kind::Symlink) => return Err(rule::THROUGH_SYMLINK),
+            Some(Kind::File | Kind::Special) => return Err(rule::THROUGH_FILE),
         }
     }
-    let slot = match nodes.get(path) {
+    let slot = match kind_at(path) {
         None => Slot::Free,
-        Some(Node::File) => Slot::File,
-        Some(Node::Dir { .. }) if is_dir => Slot::Dir,
+        Some(Kind::File) => Slot::File,
+        Some(Kind::Dir) if is_dir => Slot::Dir,
         Some(_) => return Err(rule::DUPLICATE),
     };
     Ok(Plan { missing_parents, slot })
@@ -156,46 +191,58 @@ pub(super) fn symlink_target(target: &[u8], policy: &Policy) -> Result<(), &'sta
     Ok(())
 }
 
-/// Follows the symlink at `link` (a recorded path) through the final tree,
-/// component by component, as the kernel would: a component that is itself
-/// a recorded symlink is replaced by its target. Refuses a target that
-/// climbs above the archive root or is absolute anywhere along the way.
-/// Components that are not recorded are taken lexically (as directories),
-/// which can only make the check stricter than the kernel.
-pub(super) fn check_symlink(nodes: &Nodes, link: &[u8], target: &[u8]) -> Result<(), &'static str> {
+/// Follows the symlink at `link` (a path in `nodes`) through the final
+/// tree, component by component, as the kernel would: a component that is
+/// itself a symlink is replaced by its target. Refuses a target that climbs
+/// above the archive root or is absolute anywhere along the way. Other
+/// components are taken lexically (as directories), which can only make the
+/// check stricter than the kernel. Each component walked costs one of `steps`.
+pub(super) fn check_symlink(nodes: &Nodes, link: &[u8], target: &[u8], steps: &mut u64) -> Result<(), LinkCheck> {
+    let leaves = LinkCheck::Refused(rule::SYMLINK_LEAVES);
     if target.starts_with(b"/") {
-        return Err(rule::SYMLINK_LEAVES);
+        return Err(leaves);
     }
-    let mut at: Vec<&[u8]> = link.split(|b| *b == b'/').collect();
-    at.pop();
+    // Where the walk is, as a path; the link's parent to begin with.
+    let mut at = link.to_vec();
+    pop_component(&mut at);
     // Components still to walk, the next one last.
     let mut todo: Vec<&[u8]> = target.rsplit(|b| *b == b'/').collect();
     let mut hops = 0;
     while let Some(part) = todo.pop() {
+        *steps = steps.checked_sub(1).ok_or(LinkCheck::TooMuchWork)?;
         match part {
             b"" | b"." => {}
-            b".." => {
-                if at.pop().is_none() {
-                    return Err(rule::SYMLINK_LEAVES);
-                }
-            }
+            b".." if at.is_empty() => return Err(leaves),
+            b".." => pop_component(&mut at),
             name => {
-                at.push(name);
-                if let Some(Node::Symlink { target: next, .. }) = nodes.get(&at.join(&b'/')) {
+                let parent_len = at.len();
+                if !at.is_empty() {
+                    at.push(b'/');
+                }
+                at.extend_from_slice(name);
+                // Nothing longer than MAX_NAME is in the tree: skip the lookup.
+                let found = if at.len() <= MAX_NAME { nodes.get(&at) } else { None };
+                if let Some(Node::Symlink { target: next, .. }) = found {
                     hops += 1;
                     if hops > MAX_HOPS {
-                        return Err(rule::SYMLINK_TOO_DEEP);
+                        return Err(LinkCheck::Refused(rule::SYMLINK_TOO_DEEP));
                     }
                     if next.starts_with(b"/") {
-                        return Err(rule::SYMLINK_LEAVES);
+                        return Err(leaves);
                     }
-                    at.pop();
+                    at.truncate(parent_len);
                     todo.extend(next.rsplit(|b| *b == b'/'));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Drops the last component of a `/`-joined path.
+fn pop_component(path: &mut Vec<u8>) {
+    let keep = path.iter().rposition(|b| *b == b'/').unwrap_or(0);
+    path.truncate(keep);
 }
 
 /// The permission bits to give an entry: the archive's (`raw`), or 0644 for
@@ -238,6 +285,22 @@ mod tests {
         items.iter().map(|(p, n)| (p.as_bytes().to_vec(), n.clone())).collect()
     }
 
+    /// `plan` over a tree plus files and special files "on disk".
+    fn plan_in(nodes: &Nodes, files: &[&str], path: &str, is_dir: bool) -> Result<Plan, &'static str> {
+        let kind_at = |p: &[u8]| match nodes.get(p) {
+            Some(node) => Some(node.kind()),
+            None if p == b"s" => Some(Kind::Special),
+            None => files.iter().any(|f| f.as_bytes() == p).then_some(Kind::File),
+        };
+        plan(&kind_at, path.as_bytes(), is_dir)
+    }
+
+    fn check(nodes: &Nodes, link: &str, target: &str) -> Result<(), LinkCheck> {
+        check_symlink(nodes, link.as_bytes(), target.as_bytes(), &mut SYMLINK_STEPS.clone())
+    }
+
+    const LEAVES: Result<(), LinkCheck> = Err(LinkCheck::Refused(rule::SYMLINK_LEAVES));
+
     #[test]
     fn normalize_plain_names() {
         assert_eq!(normalize(b"a/b/c", &strict()), Ok(b"a/b/c".to_vec()));
@@ -266,70 +329,83 @@ mod tests {
     #[test]
     fn plan_creates_missing_parents() {
         let nodes = tree(&[("a", dir())]);
-        let plan = plan(&nodes, b"a/b/c", false).expect("plan");
+        let plan = plan_in(&nodes, &[], "a/b/c", false).expect("plan");
         assert_eq!(plan, Plan { missing_parents: vec![3], slot: Slot::Free });
     }
 
     #[test]
     fn plan_refuses_paths_through_symlinks_and_files() {
-        let nodes = tree(&[("d", link(".")), ("f", Node::File)]);
-        assert_eq!(plan(&nodes, b"d/x", false), Err(rule::THROUGH_SYMLINK));
-        assert_eq!(plan(&nodes, b"f/x", false), Err(rule::THROUGH_FILE));
+        let nodes = tree(&[("d", link("."))]);
+        assert_eq!(plan_in(&nodes, &["f"], "d/x", false), Err(rule::THROUGH_SYMLINK));
+        assert_eq!(plan_in(&nodes, &["f"], "f/x", false), Err(rule::THROUGH_FILE));
+        assert_eq!(plan_in(&nodes, &[], "s/x", false), Err(rule::THROUGH_FILE));
     }
 
     #[test]
     fn plan_replaces_files_only() {
-        let nodes = tree(&[("d", dir()), ("f", Node::File), ("l", link("f")), ("s", Node::Special)]);
-        assert_eq!(plan(&nodes, b"f", false).map(|p| p.slot), Ok(Slot::File));
-        assert_eq!(plan(&nodes, b"f", true).map(|p| p.slot), Ok(Slot::File));
-        assert_eq!(plan(&nodes, b"d", true).map(|p| p.slot), Ok(Slot::Dir));
-        assert_eq!(plan(&nodes, b"d", false), Err(rule::DUPLICATE));
-        assert_eq!(plan(&nodes, b"l", false), Err(rule::DUPLICATE));
-        assert_eq!(plan(&nodes, b"l", true), Err(rule::DUPLICATE));
-        assert_eq!(plan(&nodes, b"s", false), Err(rule::DUPLICATE));
+        let nodes = tree(&[("d", dir()), ("l", link("f"))]);
+        let slot = |path: &str, is_dir: bool| plan_in(&nodes, &["f"], path, is_dir).map(|p| p.slot);
+        assert_eq!(slot("f", false), Ok(Slot::File));
+        assert_eq!(slot("f", true), Ok(Slot::File));
+        assert_eq!(slot("d", true), Ok(Slot::Dir));
+        assert_eq!(slot("d", false), Err(rule::DUPLICATE));
+        assert_eq!(slot("l", false), Err(rule::DUPLICATE));
+        assert_eq!(slot("l", true), Err(rule::DUPLICATE));
+        assert_eq!(slot("s", false), Err(rule::DUPLICATE));
     }
 
     #[test]
     fn symlink_inside_is_accepted() {
-        let nodes = tree(&[("a", dir()), ("a/b", Node::File), ("up", link("a/../a/b"))]);
-        assert_eq!(check_symlink(&nodes, b"up", b"a/../a/b"), Ok(()));
-        assert_eq!(check_symlink(&nodes, b"a/l", b"../a/b"), Ok(()));
-        assert_eq!(check_symlink(&nodes, b"a/l", b"missing/../b"), Ok(()));
+        let nodes = tree(&[("a", dir()), ("up", link("a/../a/b"))]);
+        assert_eq!(check(&nodes, "up", "a/../a/b"), Ok(()));
+        assert_eq!(check(&nodes, "a/l", "../a/b"), Ok(()));
+        assert_eq!(check(&nodes, "a/l", "missing/../b"), Ok(()));
+        assert_eq!(check(&nodes, "a/l", "../up/.."), Ok(()));
     }
 
     #[test]
     fn symlink_leaving_is_refused() {
         let nodes = tree(&[("a", dir())]);
-        assert_eq!(check_symlink(&nodes, b"l", b".."), Err(rule::SYMLINK_LEAVES));
-        assert_eq!(check_symlink(&nodes, b"a/l", b"../../x"), Err(rule::SYMLINK_LEAVES));
-        assert_eq!(check_symlink(&nodes, b"l", b"/etc"), Err(rule::SYMLINK_LEAVES));
+        assert_eq!(check(&nodes, "l", ".."), LEAVES);
+        assert_eq!(check(&nodes, "a/l", "../../x"), LEAVES);
+        assert_eq!(check(&nodes, "a/l", "./../b/../.."), LEAVES);
+        assert_eq!(check(&nodes, "l", "/etc"), LEAVES);
     }
 
     #[test]
     fn symlink_through_dot_link_is_refused() {
         // d -> . makes d/.. the archive's parent, though it looks lexically inside.
         let nodes = tree(&[("d", link(".")), ("x", link("d/../etc"))]);
-        assert_eq!(check_symlink(&nodes, b"d", b"."), Ok(()));
-        assert_eq!(check_symlink(&nodes, b"x", b"d/../etc"), Err(rule::SYMLINK_LEAVES));
+        assert_eq!(check(&nodes, "d", "."), Ok(()));
+        assert_eq!(check(&nodes, "x", "d/../etc"), LEAVES);
     }
 
     #[test]
     fn symlink_through_deep_link_is_refused() {
         let nodes = tree(&[("a", dir()), ("a/b", dir()), ("a/b/up", link("../..")), ("x", link("a/b/up/.."))]);
-        assert_eq!(check_symlink(&nodes, b"a/b/up", b"../.."), Ok(()));
-        assert_eq!(check_symlink(&nodes, b"x", b"a/b/up/.."), Err(rule::SYMLINK_LEAVES));
+        assert_eq!(check(&nodes, "a/b/up", "../.."), Ok(()));
+        assert_eq!(check(&nodes, "x", "a/b/up/.."), LEAVES);
     }
 
     #[test]
     fn symlink_through_absolute_link_is_refused() {
         let nodes = tree(&[("etc", link("/etc"))]);
-        assert_eq!(check_symlink(&nodes, b"p", b"etc/passwd"), Err(rule::SYMLINK_LEAVES));
+        assert_eq!(check(&nodes, "p", "etc/passwd"), LEAVES);
     }
 
     #[test]
     fn symlink_loop_is_refused() {
         let nodes = tree(&[("a", link("b")), ("b", link("a"))]);
-        assert_eq!(check_symlink(&nodes, b"a", b"b"), Err(rule::SYMLINK_TOO_DEEP));
+        assert_eq!(check(&nodes, "a", "b"), Err(LinkCheck::Refused(rule::SYMLINK_TOO_DEEP)));
+    }
+
+    #[test]
+    fn symlink_work_is_bounded() {
+        let nodes = tree(&[("a", dir())]);
+        let mut steps = 3;
+        assert_eq!(check_symlink(&nodes, b"l", b"a/b/c", &mut steps), Ok(()));
+        assert_eq!(steps, 0);
+        assert_eq!(check_symlink(&nodes, b"l", b"a", &mut steps), Err(LinkCheck::TooMuchWork));
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! written after the symlinks are made except permission bits on recorded
 //! directories); files are created with `O_CREAT|O_EXCL`, never opened
 //! for writing in place, so a later entry never writes through a hard link.
+//!
+//! Memory: only directories and pending symlinks are kept (bounded by
+//! `limits::MAX_REMEMBERED`). Whether a path is a file or special file is
+//! asked of the disk (lstat): `dest` is fresh and private to this unpack,
+//! so what is there is what this unpack put there.
 
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
@@ -16,8 +21,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::limits::Meter;
-use super::safety::{self, Node, Nodes, Slot, rule};
+use super::limits::{Meter, limit};
+use super::safety::{self, Kind, LinkCheck, Node, Nodes, SYMLINK_STEPS, Slot, rule};
 use super::{Policy, Report, UnpackError};
 use crate::sys;
 
@@ -44,7 +49,7 @@ pub(super) struct Tree<'p> {
     /// The bundle, named in I/O errors while reading it.
     bundle: PathBuf,
     policy: &'p Policy,
-    /// Everything recorded so far; see [`Nodes`] for the invariant.
+    /// Directories and pending symlinks; see [`Nodes`] for the invariant.
     nodes: Nodes,
     /// Limits on entries, bytes and ratio.
     pub(super) meter: Meter,
@@ -95,6 +100,7 @@ impl<'p> Tree<'p> {
         let (slot, full) = self.prepare(name, &rel, true)?;
         if slot != Slot::Dir {
             make_dir(&full)?;
+            self.meter.remember(rel.len())?;
         }
         self.nodes.insert(rel, Node::Dir { mode });
         self.written += 1;
@@ -127,7 +133,6 @@ impl<'p> Tree<'p> {
         }
         // After the content: writing would clear setuid bits again.
         out.set_permissions(Permissions::from_mode(mode)).map_err(io_at(&full))?;
-        self.nodes.insert(rel, Node::File);
         self.written += 1;
         Ok(())
     }
@@ -138,6 +143,7 @@ impl<'p> Tree<'p> {
         safety::symlink_target(target, self.policy).map_err(|r| refused(name, r))?;
         let rel = self.locate(name, false)?;
         self.prepare(name, &rel, false)?;
+        self.meter.remember(rel.len() + target.len() + name.len())?;
         self.nodes.insert(rel, Node::Symlink { target: target.to_vec(), entry: name.to_vec() });
         Ok(())
     }
@@ -146,7 +152,7 @@ impl<'p> Tree<'p> {
     pub(super) fn hardlink(&mut self, name: &[u8], target: &[u8]) -> Result<(), UnpackError> {
         self.begin()?;
         let target = safety::normalize(target, self.policy).map_err(|_| refused(name, rule::HARDLINK_LEAVES))?;
-        if self.nodes.get(&target) != Some(&Node::File) {
+        if self.kind_at(&target) != Some(Kind::File) {
             return Err(refused(name, rule::HARDLINK_NOT_FILE));
         }
         let rel = self.locate(name, false)?;
@@ -156,7 +162,6 @@ impl<'p> Tree<'p> {
         let (_, full) = self.prepare(name, &rel, false)?;
         let source = self.full(&target);
         fs::hard_link(&source, &full).map_err(io_at(&full))?;
-        self.nodes.insert(rel, Node::File);
         self.written += 1;
         Ok(())
     }
@@ -178,7 +183,6 @@ impl<'p> Tree<'p> {
         };
         sys::mknod(&full, format | (mode & 0o777), dev).map_err(io_at(&full))?;
         fs::set_permissions(&full, Permissions::from_mode(mode)).map_err(io_at(&full))?;
-        self.nodes.insert(rel, Node::Special);
         self.written += 1;
         Ok(())
     }
@@ -207,12 +211,32 @@ impl<'p> Tree<'p> {
     }
 
     fn check_symlinks(&self) -> Result<(), UnpackError> {
+        let mut steps = SYMLINK_STEPS;
         for (rel, node) in &self.nodes {
             if let Node::Symlink { target, entry } = node {
-                safety::check_symlink(&self.nodes, rel, target).map_err(|r| refused(entry, r))?;
+                safety::check_symlink(&self.nodes, rel, target, &mut steps).map_err(|check| match check {
+                    LinkCheck::Refused(rule) => refused(entry, rule),
+                    LinkCheck::TooMuchWork => {
+                        limit(format!("checking symlinks took more than {SYMLINK_STEPS} steps (too many or too deep)"))
+                    }
+                })?;
             }
         }
         Ok(())
+    }
+
+    /// What `rel` is: a directory or pending symlink from memory, else
+    /// whatever this unpack left on disk (a file or special file), if anything.
+    fn kind_at(&self, rel: &[u8]) -> Option<Kind> {
+        if let Some(node) = self.nodes.get(rel) {
+            return Some(node.kind());
+        }
+        let meta = fs::symlink_metadata(self.full(rel)).ok()?;
+        Some(match meta.file_type() {
+            t if t.is_file() => Kind::File,
+            t if t.is_dir() => Kind::Dir,
+            _ => Kind::Special,
+        })
     }
 
     /// Normalizes `name`, refusing the archive root for anything but a directory.
@@ -227,9 +251,10 @@ impl<'p> Tree<'p> {
     /// Applies the plan for `rel`: creates missing parents, removes an
     /// earlier regular file in the way. Returns the slot and the full path.
     fn prepare(&mut self, name: &[u8], rel: &[u8], is_dir: bool) -> Result<(Slot, PathBuf), UnpackError> {
-        let plan = safety::plan(&self.nodes, rel, is_dir).map_err(|r| refused(name, r))?;
+        let plan = safety::plan(&|p| self.kind_at(p), rel, is_dir).map_err(|r| refused(name, r))?;
         for end in plan.missing_parents {
             make_dir(&self.full(&rel[..end]))?;
+            self.meter.remember(end)?;
             self.nodes.insert(rel[..end].to_vec(), Node::Dir { mode: 0o755 });
         }
         let full = self.full(rel);
