@@ -20,6 +20,40 @@ pub fn now_utc() -> String {
     format_utc(now_epoch().0)
 }
 
+/// `YYYYMMDDTHHMMSSZ` (the `X-Amz-Date` form) for `secs` since the epoch.
+pub fn amz_date(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Parses `YYYYMMDDTHHMMSSZ` into seconds since the epoch.
+pub fn parse_amz_date(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<u32>().ok();
+    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let days = days_from_civil(i64::from(y), m, d);
+    u64::try_from(days).ok().map(|days| days * 86_400 + u64::from(hh * 3600 + mm * 60 + ss))
+}
+
+/// Howard Hinnant's civil-to-days algorithm.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -43,5 +77,16 @@ mod tests {
         assert_eq!(format_utc(0), "1970-01-01 00:00:00");
         assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00");
         assert_eq!(format_utc(1_795_305_600 + 3_723), "2026-11-22 01:02:03");
+    }
+
+    #[test]
+    fn amz_dates_round_trip() {
+        assert_eq!(amz_date(1_440_938_160), "20150830T123600Z");
+        for secs in [0, 951_782_400, 1_440_938_160, 1_795_305_600 + 3_723] {
+            assert_eq!(parse_amz_date(&amz_date(secs)), Some(secs));
+        }
+        for bad in ["", "20150830T123600", "2015083XT123600Z", "20151330T123600Z"] {
+            assert_eq!(parse_amz_date(bad), None, "{bad}");
+        }
     }
 }

@@ -19,6 +19,10 @@ pub mod hooks;
 pub mod install;
 pub mod journal;
 pub mod local;
+pub mod logger;
+pub mod protocol;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod state;
 pub mod unpack;
 pub mod users;

@@ -1,0 +1,185 @@
+//! Who is calling: every request is SigV4-signed with the admin's key or an
+//! instance's key. Refusals carry the exception names AWS uses.
+
+use std::path::Path;
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+
+use super::api::ApiError;
+use super::store::{Store, now_millis};
+use crate::protocol::sigv4::{self, Authorization, SigError};
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The operator: every control API operation and the bundle store.
+    Admin,
+    /// A registered instance: only the command API for itself, and reading bundles.
+    Instance(String),
+}
+
+/// The parts of a request that its signature covers.
+#[derive(Debug, Clone)]
+pub struct SignedRequest<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// Decoded path.
+    pub path: &'a str,
+    /// Decoded query parameters.
+    pub query: &'a [(String, String)],
+    /// Every header, names lowercase.
+    pub headers: &'a [(String, String)],
+    /// Hex SHA-256 of the body, or `UNSIGNED-PAYLOAD`.
+    pub payload_sha256: &'a str,
+    /// The signing name the request must use.
+    pub service: &'a str,
+}
+
+impl SignedRequest<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Checks the request's signature and returns the caller.
+pub async fn authenticate(store: &Store, req: &SignedRequest<'_>) -> Result<Identity, ApiError> {
+    let header = req.header("authorization").ok_or_else(|| {
+        ApiError::new(
+            403,
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token: the request is not signed",
+        )
+    })?;
+    let auth =
+        Authorization::parse(header).map_err(|e| ApiError::new(403, "IncompleteSignatureException", e.to_string()))?;
+    let amz_date = req.header("x-amz-date").ok_or_else(|| {
+        ApiError::new(403, "IncompleteSignatureException", "X-Amz-Date is missing; it must be signed")
+    })?;
+    let row: Option<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT secret_access_key, kind, instance_name FROM credentials WHERE access_key_id = $1")
+            .bind(&auth.access_key_id)
+            .fetch_optional(&store.pool)
+            .await?;
+    let Some((secret, kind, instance)) = row else {
+        return Err(ApiError::new(
+            403,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ));
+    };
+    let request = sigv4::Request {
+        method: req.method,
+        path: req.path,
+        query: req.query,
+        headers: req.headers,
+        payload_sha256: req.payload_sha256,
+        service: req.service,
+    };
+    let now = u64::try_from(now_millis() / 1000).unwrap_or_default();
+    auth.verify(&secret, amz_date, &request, now).map_err(|e| match e {
+        SigError::Malformed(m) => ApiError::new(403, "IncompleteSignatureException", m),
+        other => ApiError::new(403, "InvalidSignatureException", other.to_string()),
+    })?;
+    match (kind.as_str(), instance) {
+        ("admin", _) => Ok(Identity::Admin),
+        ("instance", Some(name)) => Ok(Identity::Instance(name)),
+        _ => Err(ApiError::internal(format!("credential {} has kind {kind:?}", auth.access_key_id))),
+    }
+}
+
+/// Refuses anyone but the admin.
+pub fn require_admin(identity: &Identity) -> Result<(), ApiError> {
+    match identity {
+        Identity::Admin => Ok(()),
+        Identity::Instance(name) => Err(ApiError::new(
+            403,
+            "AccessDeniedException",
+            format!("instance {name} is not allowed to call the control API"),
+        )),
+    }
+}
+
+/// A new access key id (`AKIA` + 16) and secret (40 characters).
+pub fn new_key_pair() -> (String, String) {
+    let mut rng = rand::rng();
+    let id: String = (0..16).map(|_| rng.sample(Alphanumeric) as char).collect::<String>().to_ascii_uppercase();
+    let secret: String = (0..40).map(|_| rng.sample(Alphanumeric) as char).collect();
+    (format!("AKIA{id}"), secret)
+}
+
+/// Stores a new key for `instance_name` (or the admin when `None`).
+pub async fn create_key(store: &Store, instance_name: Option<&str>) -> Result<(String, String), ApiError> {
+    let (id, secret) = new_key_pair();
+    let kind = if instance_name.is_some() { "instance" } else { "admin" };
+    sqlx::query(
+        "INSERT INTO credentials (access_key_id, secret_access_key, kind, instance_name, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&id)
+    .bind(&secret)
+    .bind(kind)
+    .bind(instance_name)
+    .bind(now_millis())
+    .execute(&store.pool)
+    .await?;
+    Ok((id, secret))
+}
+
+/// Makes sure the admin credentials exist in the store and in
+/// `DIR/admin-credentials` (AWS shared-credentials format, mode 0600).
+pub async fn ensure_admin_credentials(store: &Store, data_dir: &Path) -> Result<(), String> {
+    let path = data_dir.join("admin-credentials");
+    if let Some((id, secret)) = read_shared_credentials(&path) {
+        let known: Option<(String,)> =
+            sqlx::query_as("SELECT access_key_id FROM credentials WHERE access_key_id = $1 AND kind = 'admin'")
+                .bind(&id)
+                .fetch_optional(&store.pool)
+                .await
+                .map_err(|e| e.to_string())?;
+        if known.is_some() {
+            return Ok(());
+        }
+        sqlx::query("INSERT INTO credentials (access_key_id, secret_access_key, kind, instance_name, created_at) VALUES ($1, $2, 'admin', NULL, $3)")
+            .bind(&id)
+            .bind(&secret)
+            .bind(now_millis())
+            .execute(&store.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    let (id, secret) = create_key(store, None).await.map_err(|e| e.to_string())?;
+    write_shared_credentials(&path, &id, &secret).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// Writes `[default]` credentials, mode 0600, durably.
+pub fn write_shared_credentials(path: &Path, id: &str, secret: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n");
+    let tmp = crate::journal::temp_path(path);
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    crate::journal::fsync_dir(crate::journal::parent_of(path))
+}
+
+/// Reads the `[default]` key from an AWS shared-credentials file.
+pub fn read_shared_credentials(path: &Path) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut in_default = false;
+    let (mut id, mut secret) = (None, None);
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_default = line == "[default]";
+        } else if in_default && let Some((k, v)) = line.split_once('=') {
+            match k.trim() {
+                "aws_access_key_id" => id = Some(v.trim().to_string()),
+                "aws_secret_access_key" => secret = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+    }
+    Some((id?, secret?))
+}

@@ -1,0 +1,105 @@
+//! The HTTP front: `POST /` with `X-Amz-Target` goes to the control API
+//! (`CodeDeploy_20141006.*`) or the command API
+//! (`CodeDeployCommandService_v20141006.*`); every other request is the
+//! S3-compatible bundle store.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State as AxumState;
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::api::{ApiError, json_response};
+use super::auth::{self, SignedRequest};
+use super::{State, bundles, commands, control};
+use crate::protocol::command::{SIGNING_NAME as COMMAND_SIGNING_NAME, TARGET_PREFIX as COMMAND_PREFIX};
+use crate::protocol::sigv4::{percent_decode, sha256_hex};
+
+/// Control API target prefix.
+pub const CONTROL_PREFIX: &str = "CodeDeploy_20141006";
+/// Largest JSON request body read.
+const MAX_JSON_BODY: usize = 1 << 20;
+
+/// The router.
+pub fn router(state: Arc<State>) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+async fn handle(AxumState(state): AxumState<Arc<State>>, request: Request<Body>) -> Response {
+    let target = request.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_string);
+    match target {
+        Some(target) if request.method() == "POST" && request.uri().path() == "/" => {
+            json_api(&state, &target, request).await.unwrap_or_else(IntoResponse::into_response)
+        }
+        _ => bundles::handle(&state, request).await,
+    }
+}
+
+/// Lowercased headers of a request, as signatures see them.
+pub fn header_pairs(request: &Request<Body>) -> Vec<(String, String)> {
+    request
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect()
+}
+
+/// Decoded query parameters of a request.
+pub fn query_pairs(request: &Request<Body>) -> Vec<(String, String)> {
+    let Some(query) = request.uri().query() else { return Vec::new() };
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k).unwrap_or_else(|| k.to_string()), percent_decode(v).unwrap_or_else(|| v.to_string()))
+        })
+        .collect()
+}
+
+async fn json_api(state: &State, target: &str, request: Request<Body>) -> Result<Response, ApiError> {
+    let (prefix, operation) = target.split_once('.').ok_or_else(|| {
+        ApiError::client("UnknownOperationException", format!("X-Amz-Target {target:?} is not Prefix.Operation"))
+    })?;
+    let service = match prefix {
+        CONTROL_PREFIX => "codedeploy",
+        COMMAND_PREFIX => COMMAND_SIGNING_NAME,
+        _ => return Err(ApiError::client("UnknownOperationException", format!("unknown service {prefix:?}"))),
+    };
+    let headers = header_pairs(&request);
+    let query = query_pairs(&request);
+    let path = request.uri().path().to_string();
+    let body = axum::body::to_bytes(request.into_body(), MAX_JSON_BODY).await.map_err(|_| {
+        ApiError::new(413, "SerializationException", format!("request body over {MAX_JSON_BODY} bytes"))
+    })?;
+    let payload_sha256 = sha256_hex(&body);
+    let signed = SignedRequest {
+        method: "POST",
+        path: &path,
+        query: &query,
+        headers: &headers,
+        payload_sha256: &payload_sha256,
+        service,
+    };
+    let identity = auth::authenticate(&state.store, &signed).await?;
+    let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::client("SerializationException", format!("request body is not JSON: {e}")))?
+    };
+    if !input.is_object() {
+        return Err(ApiError::client("SerializationException", "request body must be a JSON object"));
+    }
+    let output = match prefix {
+        CONTROL_PREFIX => {
+            auth::require_admin(&identity)?;
+            control::dispatch(state, operation, input).await?
+        }
+        _ => commands::dispatch(state, &identity, operation, input).await?,
+    };
+    Ok(json_response(StatusCode::OK, output.to_string()))
+}

@@ -1,0 +1,121 @@
+//! The control plane (feature `server`): `edgedeploy server`. One process
+//! serves the CodeDeploy control API, the command API for agents and the
+//! S3-compatible bundle store, over a store chosen by URL (SQLite in the
+//! data directory by default). See `docs/server.md`.
+
+pub mod api;
+pub mod auth;
+pub mod bundles;
+pub mod commands;
+pub mod control;
+pub mod http;
+pub mod orchestrator;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use store::Store;
+
+/// How the server is started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Data directory: database (SQLite default), bundles, admin credentials.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// TLS certificate chain (PEM), with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Store URL; `sqlite://DIR/edgedeploy.db` when absent.
+    pub database: Option<String>,
+    /// Timing rules of the orchestrator.
+    pub settings: Settings,
+}
+
+/// Timing rules of the orchestrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// A lifecycle event not picked up by its instance within this fails the instance.
+    pub pickup_timeout: Duration,
+    /// A lifecycle event not completed within this (after pickup) fails the instance.
+    pub event_timeout: Duration,
+    /// How often the orchestrator looks at active deployments.
+    pub tick: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            pickup_timeout: Duration::from_secs(600),
+            event_timeout: Duration::from_secs(3900),
+            tick: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Shared by every request and the orchestrator.
+#[derive(Debug)]
+pub struct State {
+    /// The store.
+    pub store: Store,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Orchestrator timing.
+    pub settings: Settings,
+}
+
+/// Opens the store and the data directory, as every server command does.
+pub async fn open_state(
+    data_dir: &std::path::Path,
+    database: Option<&str>,
+    settings: Settings,
+) -> Result<Arc<State>, String> {
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
+    let url = database.map(str::to_string).unwrap_or_else(|| Store::sqlite_url(data_dir));
+    let store = Store::open(&url).await.map_err(|e| format!("opening the store {url}: {e}"))?;
+    auth::ensure_admin_credentials(&store, data_dir).await?;
+    Ok(Arc::new(State { store, data_dir: data_dir.to_path_buf(), settings }))
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(options: Options) -> Result<(), String> {
+    let state = open_state(&options.data_dir, options.database.as_deref(), options.settings.clone()).await?;
+    let app = http::router(state.clone());
+    let orchestrator = tokio::spawn(orchestrator::run(state.clone()));
+    let handle = axum_server::Handle::new();
+    tokio::spawn(shutdown_on_signal(handle.clone()));
+    log::info!("edgedeploy server listening on {} (data {})", options.listen, options.data_dir.display());
+    let served = match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| format!("loading TLS certificate {} / key {}: {e}", cert.display(), key.display()))?;
+            axum_server::bind_rustls(options.listen, tls).handle(handle).serve(app.into_make_service()).await
+        }
+        (None, None) => axum_server::bind(options.listen).handle(handle).serve(app.into_make_service()).await,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    orchestrator.abort();
+    served.map_err(|e| format!("serving on {}: {e}", options.listen))
+}
+
+async fn shutdown_on_signal(handle: axum_server::Handle) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot watch SIGTERM: {e}");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    log::info!("shutting down");
+    handle.graceful_shutdown(Some(Duration::from_secs(5)));
+}

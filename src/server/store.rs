@@ -1,0 +1,173 @@
+//! The store: SQL through sqlx's `Any` driver, so that the same schema and
+//! queries run on SQLite (the embedded default, `sqlite://DIR/edgedeploy.db`)
+//! and PostgreSQL (`postgres://...`).
+//!
+//! Rules that keep the SQL portable: placeholders are `$1, $2, ...` and
+//! appear in increasing order of first use; integers are BIGINT and read as
+//! i64 (booleans too, as 0/1); text is TEXT; JSON documents are TEXT;
+//! timestamps are epoch milliseconds in BIGINT; no AUTOINCREMENT, no
+//! RETURNING of generated keys (ids are made by the server), upserts as
+//! `INSERT ... ON CONFLICT ... DO ...` (both engines have it).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions};
+
+/// The schema, one statement per entry, idempotent.
+const SCHEMA: &[&str] = &[
+    // Access keys: the admin's and one per registered instance.
+    "CREATE TABLE IF NOT EXISTS credentials (
+        access_key_id TEXT PRIMARY KEY,
+        secret_access_key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        instance_name TEXT,
+        created_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS applications (
+        application_id TEXT PRIMARY KEY,
+        application_name TEXT NOT NULL UNIQUE,
+        compute_platform TEXT NOT NULL,
+        create_time BIGINT NOT NULL,
+        doc TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS deployment_configs (
+        deployment_config_id TEXT PRIMARY KEY,
+        deployment_config_name TEXT NOT NULL UNIQUE,
+        compute_platform TEXT NOT NULL,
+        min_healthy_type TEXT NOT NULL,
+        min_healthy_value BIGINT NOT NULL,
+        create_time BIGINT NOT NULL,
+        doc TEXT NOT NULL)",
+    // doc: the group's settings as the model's DeploymentGroupInfo JSON.
+    "CREATE TABLE IF NOT EXISTS deployment_groups (
+        deployment_group_id TEXT PRIMARY KEY,
+        application_name TEXT NOT NULL,
+        deployment_group_name TEXT NOT NULL,
+        deployment_config_name TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        UNIQUE (application_name, deployment_group_name))",
+    "CREATE TABLE IF NOT EXISTS instances (
+        instance_name TEXT PRIMARY KEY,
+        instance_arn TEXT NOT NULL,
+        iam_user_arn TEXT,
+        iam_session_arn TEXT,
+        register_time BIGINT NOT NULL,
+        deregister_time BIGINT)",
+    "CREATE TABLE IF NOT EXISTS instance_tags (
+        instance_name TEXT NOT NULL,
+        tag_key TEXT NOT NULL,
+        tag_value TEXT NOT NULL,
+        PRIMARY KEY (instance_name, tag_key))",
+    // revision_key: canonical JSON of the RevisionLocation; doc: GenericRevisionInfo JSON.
+    "CREATE TABLE IF NOT EXISTS revisions (
+        application_name TEXT NOT NULL,
+        revision_key TEXT NOT NULL,
+        revision TEXT NOT NULL,
+        register_time BIGINT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (application_name, revision_key))",
+    // doc: the model's DeploymentInfo JSON (status and overview are columns too).
+    "CREATE TABLE IF NOT EXISTS deployments (
+        deployment_id TEXT PRIMARY KEY,
+        application_name TEXT NOT NULL,
+        deployment_group_name TEXT NOT NULL,
+        deployment_group_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        create_time BIGINT NOT NULL,
+        doc TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS deployments_by_group ON deployments (application_name, deployment_group_name, create_time)",
+    // One active deployment per group: the row exists while one is active.
+    "CREATE TABLE IF NOT EXISTS active_deployments (
+        deployment_group_id TEXT PRIMARY KEY,
+        deployment_id TEXT NOT NULL)",
+    // One row per (deployment, instance); doc: the model's InstanceTarget JSON
+    // (lifecycle events with status and diagnostics).
+    "CREATE TABLE IF NOT EXISTS deployment_targets (
+        deployment_id TEXT NOT NULL,
+        instance_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        last_updated BIGINT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (deployment_id, instance_name))",
+    // One row per lifecycle event per instance, handed out in seq order.
+    "CREATE TABLE IF NOT EXISTS host_commands (
+        command_id TEXT PRIMARY KEY,
+        deployment_id TEXT NOT NULL,
+        instance_name TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        command_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        dispatched_at BIGINT,
+        acknowledged_at BIGINT,
+        completed_at BIGINT,
+        diagnostics TEXT)",
+    "CREATE INDEX IF NOT EXISTS host_commands_by_instance ON host_commands (instance_name, status)",
+    "CREATE INDEX IF NOT EXISTS host_commands_by_deployment ON host_commands (deployment_id, instance_name, seq)",
+    // The bundle store's objects; content in DIR/objects/.
+    "CREATE TABLE IF NOT EXISTS objects (
+        bucket TEXT NOT NULL,
+        object_key TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        etag TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        file_name TEXT NOT NULL,
+        last_modified BIGINT NOT NULL,
+        PRIMARY KEY (bucket, object_key))",
+];
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// The connection pool; queries are written in the portable subset above.
+    pub pool: AnyPool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and applies the schema.
+    pub async fn open(url: &str) -> Result<Store, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let mut options = AnyConnectOptions::from_str(url)?;
+        options = options.log_statements(log::LevelFilter::Trace);
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 16 })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL: readers do not block the writer; busy_timeout:
+                        // concurrent writers wait instead of failing.
+                        for pragma in
+                            ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=10000", "PRAGMA synchronous=FULL"]
+                        {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        for statement in SCHEMA {
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        Ok(Store { pool })
+    }
+
+    /// The SQLite URL of the embedded default in `data_dir`.
+    pub fn sqlite_url(data_dir: &std::path::Path) -> String {
+        format!("sqlite://{}?mode=rwc", data_dir.join("edgedeploy.db").display())
+    }
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_millis() -> i64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A timestamp for the wire: epoch seconds, with milliseconds as fraction.
+pub fn wire_time(millis: i64) -> serde_json::Value {
+    serde_json::json!(millis as f64 / 1000.0)
+}
