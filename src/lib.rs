@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod appspec;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod diagnostic;

@@ -81,6 +81,11 @@ pub async fn open_state(
     Ok(Arc::new(State { store, data_dir: data_dir.to_path_buf(), settings }))
 }
 
+/// The URL a server on `data_dir` last listened on (`DIR/endpoint`).
+pub fn recorded_endpoint(data_dir: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.join("endpoint")).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(options: Options) -> Result<(), String> {
     let state = open_state(&options.data_dir, options.database.as_deref(), options.settings.clone()).await?;
@@ -88,7 +93,11 @@ pub async fn run(options: Options) -> Result<(), String> {
     let orchestrator = tokio::spawn(orchestrator::run(state.clone()));
     let handle = axum_server::Handle::new();
     tokio::spawn(shutdown_on_signal(handle.clone()));
-    log::info!("edgedeploy server listening on {} (data {})", options.listen, options.data_dir.display());
+    let scheme = if options.tls_cert.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", options.listen);
+    crate::journal::write_atomic(&options.data_dir.join("endpoint"), format!("{url}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    log::info!("edgedeploy server listening on {url} (data {})", options.data_dir.display());
     let served = match (&options.tls_cert, &options.tls_key) {
         (Some(cert), Some(key)) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
