@@ -11,6 +11,8 @@
 #![deny(missing_docs)]
 
 pub mod appspec;
+#[cfg(feature = "server")]
+pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;

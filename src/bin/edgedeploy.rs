@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
+use edgedeploy::cli::connect::Operator;
+use edgedeploy::cli::{demo, deploy, push};
 use edgedeploy::server::{self, Options, Settings};
 
 #[derive(FromArgs)]
@@ -19,6 +21,99 @@ struct Cli {
 #[argh(subcommand)]
 enum Command {
     Server(ServerArgs),
+    Push(PushArgs),
+    Deploy(DeployArgs),
+    Demo(DemoArgs),
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "demo")]
+/// run the whole system on this machine: a server, a few devices, one deployment.
+struct DemoArgs {
+    /// number of local devices (agents) (default 3)
+    #[argh(option, default = "3")]
+    devices: usize,
+    /// deployment configuration (default CodeDeployDefault.HalfAtATime)
+    #[argh(option, default = "String::from(\"CodeDeployDefault.HalfAtATime\")")]
+    deployment_config: String,
+    /// the app to deploy (default examples/fleet-app)
+    #[argh(option, default = "PathBuf::from(\"examples/fleet-app\")")]
+    source: PathBuf,
+    /// working directory (default: a new one under the temp dir)
+    #[argh(option)]
+    work_dir: Option<PathBuf>,
+    /// leave the server, agents and app running at the end
+    #[argh(switch)]
+    keep: bool,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "push")]
+/// bundle a directory, upload it to the bundle store, register it as a revision.
+struct PushArgs {
+    /// application name
+    #[argh(option)]
+    application: String,
+    /// directory holding appspec.yml
+    #[argh(option)]
+    source: PathBuf,
+    /// bucket in the bundle store (default edgedeploy-bundles)
+    #[argh(option, default = "String::from(push::DEFAULT_BUCKET)")]
+    bucket: String,
+    /// object key (default APPLICATION/<sha256 prefix>.tgz)
+    #[argh(option)]
+    key: Option<String>,
+    /// revision description
+    #[argh(option)]
+    description: Option<String>,
+    /// the server's data directory (gives endpoint and admin credentials)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+    /// server URL (credentials from AWS_* variables or the AWS credentials file)
+    #[argh(option)]
+    endpoint: Option<String>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "deploy")]
+/// create a deployment (of the newest revision unless --bucket/--key), optionally follow it.
+struct DeployArgs {
+    /// application name
+    #[argh(option)]
+    application: String,
+    /// deployment group name
+    #[argh(option)]
+    deployment_group: String,
+    /// bucket of the revision's bundle
+    #[argh(option)]
+    bucket: Option<String>,
+    /// key of the revision's bundle
+    #[argh(option)]
+    key: Option<String>,
+    /// bundle type: tar, tgz or zip (default tgz)
+    #[argh(option, default = "String::from(\"tgz\")")]
+    bundle_type: String,
+    /// deployment configuration (default: the group's)
+    #[argh(option)]
+    deployment_config: Option<String>,
+    /// DISALLOW, OVERWRITE or RETAIN
+    #[argh(option)]
+    file_exists_behavior: Option<String>,
+    /// description
+    #[argh(option)]
+    description: Option<String>,
+    /// follow the deployment to its end; exit status 0 only if it succeeded
+    #[argh(switch)]
+    wait: bool,
+    /// seconds to wait at most with --wait (default 3600)
+    #[argh(option, default = "3600")]
+    timeout: u64,
+    /// the server's data directory (gives endpoint and admin credentials)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+    /// server URL (credentials from AWS_* variables or the AWS credentials file)
+    #[argh(option)]
+    endpoint: Option<String>,
 }
 
 #[derive(FromArgs)]
@@ -53,6 +148,18 @@ fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     let result = match cli.command {
         Command::Server(args) => serve(args),
+        Command::Push(args) => push_command(args),
+        Command::Deploy(args) => deploy_command(args),
+        Command::Demo(args) => demo::run(
+            &demo::DemoOptions {
+                devices: args.devices,
+                deployment_config: args.deployment_config,
+                source: args.source,
+                work_dir: args.work_dir,
+                keep: args.keep,
+            },
+            &mut std::io::stdout(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,6 +185,55 @@ fn serve(args: ServerArgs) -> Result<(), String> {
         settings,
     };
     runtime()?.block_on(server::run(options))
+}
+
+fn push_command(args: PushArgs) -> Result<(), String> {
+    let op = Operator::connect(args.data_dir.as_deref(), args.endpoint.as_deref())?;
+    let pushed = push::push(
+        &op,
+        &args.application,
+        &args.source,
+        &args.bucket,
+        args.key.as_deref(),
+        args.description.as_deref(),
+    )?;
+    println!(
+        "pushed {} revision s3://{}/{} ({} bytes, sha256 {}, etag {})",
+        args.application, pushed.bucket, pushed.key, pushed.size, pushed.sha256, pushed.etag
+    );
+    Ok(())
+}
+
+fn deploy_command(args: DeployArgs) -> Result<(), String> {
+    let op = Operator::connect(args.data_dir.as_deref(), args.endpoint.as_deref())?;
+    let revision = match (&args.bucket, &args.key) {
+        (Some(bucket), Some(key)) => Some(serde_json::json!({
+            "revisionType": "S3",
+            "s3Location": { "bucket": bucket, "key": key, "bundleType": args.bundle_type }
+        })),
+        (None, None) => None,
+        _ => return Err("--bucket and --key go together".into()),
+    };
+    let request = deploy::Request {
+        application: args.application,
+        group: args.deployment_group,
+        revision,
+        config: args.deployment_config,
+        file_exists_behavior: args.file_exists_behavior,
+        description: args.description,
+    };
+    let id = deploy::create(&op, &request)?;
+    println!("created deployment {id}");
+    if !args.wait {
+        return Ok(());
+    }
+    let outcome = deploy::follow(&op, &id, Duration::from_secs(args.timeout), &mut std::io::stdout())?;
+    if outcome.status == "Succeeded" {
+        println!("deployment {id} succeeded");
+        Ok(())
+    } else {
+        Err(format!("deployment {id} ended {}", outcome.status))
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
