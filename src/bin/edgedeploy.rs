@@ -24,6 +24,7 @@ enum Command {
     Push(PushArgs),
     Deploy(DeployArgs),
     Demo(DemoArgs),
+    RegisterInstance(RegisterInstanceArgs),
 }
 
 #[derive(FromArgs)]
@@ -117,6 +118,33 @@ struct DeployArgs {
 }
 
 #[derive(FromArgs)]
+#[argh(subcommand, name = "register-instance")]
+/// register a device: instance, tags, its own access key, and its agent configuration file.
+struct RegisterInstanceArgs {
+    /// the server's data directory
+    #[argh(option)]
+    data_dir: PathBuf,
+    /// store URL, when not the SQLite database in the data directory
+    #[argh(option)]
+    database: Option<String>,
+    /// instance name
+    #[argh(option)]
+    name: String,
+    /// tag KEY=VALUE (repeatable)
+    #[argh(option)]
+    tag: Vec<String>,
+    /// agent configuration file to write (mode 0600; must not exist)
+    #[argh(option)]
+    agent_config: PathBuf,
+    /// URL devices reach the server at (default: the one the server recorded)
+    #[argh(option)]
+    endpoint: Option<String>,
+    /// region for signatures and the instance ARN (default us-east-1)
+    #[argh(option, default = "String::from(\"us-east-1\")")]
+    region: String,
+}
+
+#[derive(FromArgs)]
 #[argh(subcommand, name = "server")]
 /// run the control plane: control API, command API and bundle store.
 struct ServerArgs {
@@ -150,6 +178,7 @@ fn main() -> ExitCode {
         Command::Server(args) => serve(args),
         Command::Push(args) => push_command(args),
         Command::Deploy(args) => deploy_command(args),
+        Command::RegisterInstance(args) => register_instance_command(args),
         Command::Demo(args) => demo::run(
             &demo::DemoOptions {
                 devices: args.devices,
@@ -234,6 +263,20 @@ fn deploy_command(args: DeployArgs) -> Result<(), String> {
     } else {
         Err(format!("deployment {id} ended {}", outcome.status))
     }
+}
+
+fn register_instance_command(args: RegisterInstanceArgs) -> Result<(), String> {
+    let request = server::control::onboard::Request {
+        data_dir: args.data_dir,
+        database: args.database,
+        name: args.name,
+        tags: args.tag,
+        agent_config: args.agent_config,
+        endpoint: args.endpoint,
+        region: args.region,
+    };
+    println!("{}", runtime()?.block_on(server::control::onboard::run(request))?);
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {

@@ -6,10 +6,14 @@
 pub mod applications;
 pub mod configs;
 pub mod deployments;
+mod group_settings;
 pub mod groups;
 pub mod instances;
+pub mod onboard;
 pub mod revisions;
+pub mod tags;
 pub mod targets;
+pub mod validate;
 
 use serde_json::Value;
 
