@@ -16,6 +16,8 @@ use crate::unpack::Policy;
 pub const DEFAULT_ROOT_DIR: &str = "/opt/edgedeploy-agent/deployment-root";
 /// Default directory of the agent's own log.
 pub const DEFAULT_LOG_DIR: &str = "/var/log/edgedeploy-agent";
+/// Default `max_bundle_bytes`: 1 GiB.
+pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 1 << 30;
 /// Largest configuration file read.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -48,6 +50,8 @@ pub struct Config {
     pub region: Option<String>,
     /// PEM bundle of trusted CAs for https (`ca_bundle`).
     pub ca_bundle: Option<PathBuf>,
+    /// Largest bundle the daemon downloads, in bytes; 0: no limit (`max_bundle_bytes`).
+    pub max_bundle_bytes: u64,
     /// Bundle safety rules and limits.
     pub unpack: Policy,
     /// Hook supervision settings.
@@ -70,6 +74,7 @@ impl Default for Config {
             on_premises_config_file: None,
             region: None,
             ca_bundle: None,
+            max_bundle_bytes: DEFAULT_MAX_BUNDLE_BYTES,
             unpack: Policy::default(),
             hooks: Supervision::default(),
         }
@@ -166,6 +171,7 @@ impl Config {
             "region" => self.region = optional_string(key, v)?,
             "on_premises_config_file" => self.on_premises_config_file = optional_string(key, v)?.map(PathBuf::from),
             "ca_bundle" => self.ca_bundle = optional_string(key, v)?.map(PathBuf::from),
+            "max_bundle_bytes" => self.max_bundle_bytes = at_least(key, v, 0)?,
             "max_unpacked_bytes" => self.unpack.max_bytes = at_least(key, v, 0)?,
             "max_unpacked_entries" => self.unpack.max_entries = at_least(key, v, 0)?,
             "max_compression_ratio" => self.unpack.max_ratio = at_least(key, v, 0)?,
@@ -274,6 +280,14 @@ mod tests {
         assert_eq!(config.unpack.max_ratio, 0);
         assert!(config.unpack.allow_external_symlinks);
         assert!(!config.unpack.allow_setuid);
+    }
+
+    #[test]
+    fn max_bundle_bytes_has_a_default_and_zero_means_no_limit() {
+        assert_eq!(Config::default().max_bundle_bytes, 1 << 30);
+        assert_eq!(Config::parse("max_bundle_bytes: 0\n").unwrap().config.max_bundle_bytes, 0);
+        assert_eq!(Config::parse(":max_bundle_bytes: \"4096\"\n").unwrap().config.max_bundle_bytes, 4096);
+        assert!(Config::parse("max_bundle_bytes: -1\n").is_err());
     }
 
     #[test]

@@ -8,8 +8,10 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use crate::appspec::{AppSpec, FileExistsBehavior, LifecycleEvent};
+use crate::client::Client;
 use crate::config::Config;
 use crate::diagnostic::Diagnostic;
+use crate::fetch;
 use crate::hooks::{self, ScriptLog};
 use crate::install;
 use crate::journal;
@@ -30,6 +32,21 @@ pub enum Revision {
     LocalDirectory {
         /// Absolute path of the directory.
         path: PathBuf,
+    },
+    /// A bundle in an S3-compatible store, downloaded with resume.
+    S3 {
+        /// Bucket, key, version and what the bundle must be (ETag, SHA-256).
+        object: fetch::Object,
+        /// Its declared type (tar, tgz or zip).
+        bundle_type: BundleType,
+    },
+    /// A commit of a GitHub repository (hook environment only: this agent
+    /// does not download GitHub revisions yet).
+    GitHub {
+        /// `account/repository`.
+        repository: String,
+        /// Commit id.
+        commit_id: String,
     },
 }
 
@@ -57,12 +74,25 @@ pub struct Deployment {
 pub struct Engine<'a> {
     config: &'a Config,
     root: Root,
+    /// Client of the bundle store, for S3 revisions.
+    s3: Option<&'a Client>,
+    /// This boot's id, for resuming downloads.
+    boot_id: String,
 }
 
 impl<'a> Engine<'a> {
     /// An engine over `config.root_dir`.
     pub fn new(config: &'a Config) -> Self {
-        Engine { config, root: Root::new(&config.root_dir) }
+        Engine { config, root: Root::new(&config.root_dir), s3: None, boot_id: String::new() }
+    }
+
+    /// The engine with a bundle store client (S3 revisions need one) and
+    /// this boot's id (a download resumes from the part's length when the
+    /// boot is the same, from its last durable point otherwise).
+    pub fn with_bundle_store(mut self, client: &'a Client, boot_id: &str) -> Self {
+        self.s3 = Some(client);
+        self.boot_id = boot_id.to_string();
+        self
     }
 
     /// The deployment root.
@@ -113,6 +143,18 @@ impl<'a> Engine<'a> {
             }
             Revision::LocalDirectory { path } => {
                 unpack::unpack(path, BundleType::Directory, &partial, &self.config.unpack)
+            }
+            Revision::S3 { object, bundle_type } => {
+                let client = self.s3.ok_or("no bundle store is configured (s3_endpoint_override)")?;
+                let options = fetch::Options { max_bytes: self.config.max_bundle_bytes, boot_id: self.boot_id.clone() };
+                fetch::download(client, object, &dir, &options).map_err(|e| e.to_string())?;
+                unpack::unpack(&dir.join(fetch::BUNDLE_FILE), *bundle_type, &partial, &self.config.unpack)
+            }
+            Revision::GitHub { repository, commit_id } => {
+                return Err(format!(
+                    "GitHub revisions ({repository} at {commit_id}) cannot be downloaded by this agent yet; \
+                     deploy the revision from S3 or the bundle store"
+                ));
             }
         }
         .map_err(|e| e.to_string())?;
@@ -177,12 +219,29 @@ pub fn hook_environment(d: &Deployment) -> Vec<(String, String)> {
         ("DEPLOYMENT_GROUP_NAME".to_string(), d.group_name.clone()),
         ("DEPLOYMENT_GROUP_ID".to_string(), d.group_id.clone()),
     ];
-    let (bundle_type, location) = match &d.revision {
-        Revision::LocalFile { path, bundle_type } => (bundle_type.name(), path),
-        Revision::LocalDirectory { path } => ("directory", path),
-    };
-    env.push(("BUNDLE_TYPE".to_string(), bundle_type.to_string()));
-    env.push(("BUNDLE_LOCATION".to_string(), location.display().to_string()));
+    let mut add = |name: &str, value: &str| env.push((name.to_string(), value.to_string()));
+    match &d.revision {
+        Revision::LocalFile { path, bundle_type } => {
+            add("BUNDLE_TYPE", bundle_type.name());
+            add("BUNDLE_LOCATION", &path.display().to_string());
+        }
+        Revision::LocalDirectory { path } => {
+            add("BUNDLE_TYPE", "directory");
+            add("BUNDLE_LOCATION", &path.display().to_string());
+        }
+        // As CodeDeploy: the S3 location, version and ETag when known.
+        Revision::S3 { object, .. } => {
+            add("BUNDLE_BUCKET", &object.bucket);
+            add("BUNDLE_KEY", &object.key);
+            if let Some(version) = &object.version {
+                add("BUNDLE_VERSION", version);
+            }
+            if let Some(etag) = &object.etag {
+                add("BUNDLE_ETAG", etag);
+            }
+        }
+        Revision::GitHub { commit_id, .. } => add("BUNDLE_COMMIT", commit_id),
+    }
     env
 }
 

@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod appspec;
 #[cfg(feature = "server")]
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod diagnostic;
 pub mod engine;
+pub mod fetch;
 pub mod hooks;
 pub mod install;
 pub mod journal;

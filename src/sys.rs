@@ -140,3 +140,63 @@ pub fn process_group_exists(pgid: u32) -> bool {
         Err(e) => e.raw_os_error() != Some(libc::ESRCH),
     }
 }
+
+/// Set by the SIGTERM/SIGINT handler of [`install_stop_handler`].
+static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Write end of the stop pipe (-1 until [`install_stop_handler`] ran).
+static STOP_PIPE_WRITE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_stop_signal(_signal: libc::c_int) {
+    use std::sync::atomic::Ordering;
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+    let fd = STOP_PIPE_WRITE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: only async-signal-safe calls: errno is saved and restored
+        // around write(2), which writes one byte from a live local to the
+        // non-blocking write end of our pipe (a full pipe drops the byte,
+        // which is fine: it is already readable).
+        unsafe {
+            let errno = *libc::__errno_location();
+            libc::write(fd, (&byte as *const u8).cast(), 1);
+            *libc::__errno_location() = errno;
+        }
+    }
+}
+
+/// Makes SIGTERM and SIGINT request a stop instead of killing the process:
+/// [`stop_requested`] becomes true and the returned descriptor (the read end
+/// of a close-on-exec pipe) becomes readable, so a wait in poll(2) ends at
+/// once. Other system calls are restarted (SA_RESTART; ureq retries its
+/// socket reads until their deadline). The handler is one-shot
+/// (SA_RESETHAND): a second SIGTERM (or SIGINT) takes the default action and
+/// ends the process at once, e.g. while a request waits for its deadline.
+/// Children (hooks) get the default actions back at exec. Call once.
+pub fn install_stop_handler() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the two-element array.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    // SAFETY: fds[0] is a fresh descriptor that nothing else owns. The write
+    // end is kept open for the life of the process (the handler uses it).
+    let read_end = unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
+    STOP_PIPE_WRITE.store(fds[1], std::sync::atomic::Ordering::SeqCst);
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: a zeroed sigaction is a valid value (empty mask, no flags);
+        // the handler is an extern "C" fn that only does async-signal-safe
+        // work; sigaction reads the struct and we pass no old-action pointer.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART | libc::SA_RESETHAND;
+            libc::sigemptyset(&mut action.sa_mask);
+            check(libc::sigaction(signal, &action, std::ptr::null_mut()))?;
+        }
+    }
+    Ok(read_end)
+}
+
+/// True once SIGTERM or SIGINT arrived (after [`install_stop_handler`]).
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(std::sync::atomic::Ordering::SeqCst)
+}

@@ -91,7 +91,7 @@ fn main() -> ExitCode {
         println!("edgedeploy-agent {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    log::set_logger(&STDERR_LOGGER).map(|()| log::set_max_level(log::LevelFilter::Info)).ok();
+    edgedeploy::logger::init(log::Level::Info);
     let cli = match parse_command_line() {
         Ok(cli) => cli,
         Err(code) => return code,
@@ -108,9 +108,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> Result<(), u8> {
-    let _config = load_config(args.config.as_deref())?;
-    eprintln!("error: the daemon (run) is not in this build yet; use deploy-local");
-    Err(EXIT_USAGE)
+    let config = load_config(args.config.as_deref())?;
+    edgedeploy::agent::run(&config).map_err(|message| {
+        eprintln!("error: {message}");
+        EXIT_USAGE
+    })
 }
 
 fn deploy_local(args: DeployLocalArgs) -> Result<(), u8> {
@@ -227,24 +229,4 @@ fn load_config(explicit: Option<&Path>) -> Result<Config, u8> {
             Err(EXIT_USAGE)
         }
     }
-}
-
-/// Log records to stderr, one line each. Enough for a foreground agent; the
-/// daemon's log file goes through the same facade.
-struct StderrLogger;
-
-static STDERR_LOGGER: StderrLogger = StderrLogger;
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::Level::Info
-    }
-
-    fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
-            eprintln!("{}: {}", record.level().as_str().to_ascii_lowercase(), record.args());
-        }
-    }
-
-    fn flush(&self) {}
 }

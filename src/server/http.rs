@@ -38,13 +38,21 @@ async fn handle(AxumState(state): AxumState<Arc<State>>, request: Request<Body>)
     }
 }
 
-/// Lowercased headers of a request, as signatures see them.
+/// Lowercased headers of a request, as signatures see them. HTTP/2 carries
+/// the host in the `:authority` pseudo-header, which hyper puts in the URI;
+/// signatures cover it as `host`, so it is added from there when missing.
 pub fn header_pairs(request: &Request<Body>) -> Vec<(String, String)> {
-    request
+    let mut headers: Vec<(String, String)> = request
         .headers()
         .iter()
         .map(|(n, v)| (n.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        .collect()
+        .collect();
+    if !headers.iter().any(|(n, _)| n == "host")
+        && let Some(authority) = request.uri().authority()
+    {
+        headers.push(("host".to_string(), authority.as_str().to_string()));
+    }
+    headers
 }
 
 /// Decoded query parameters of a request.

@@ -89,6 +89,10 @@ pub fn recorded_endpoint(data_dir: &std::path::Path) -> Option<String> {
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(options: Options) -> Result<(), String> {
     let state = open_state(&options.data_dir, options.database.as_deref(), options.settings.clone()).await?;
+    // Only the serving process recovers the bundle store: other commands on
+    // the same data directory (register-instance) must not touch uploads.
+    let recovered = bundles::recover(&state).await?;
+    log::info!("bundle store: {recovered:?}");
     let app = http::router(state.clone());
     let orchestrator = tokio::spawn(orchestrator::run(state.clone()));
     let handle = axum_server::Handle::new();

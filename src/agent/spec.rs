@@ -1,0 +1,260 @@
+//! The deployment specification on the agent's side: decoding the
+//! GetDeploymentSpecification answer, the durable cache
+//! (`<root>/.edgedeploy/specs/<deployment>.json`, so an interrupted event
+//! can be executed again without the service), and the engine's
+//! [`Deployment`] built from it.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::engine::{Deployment, Revision};
+use crate::fetch;
+use crate::journal;
+use crate::local;
+use crate::protocol::command::{FORMAT_PKCS7_JSON, FORMAT_TEXT_JSON, GetDeploymentSpecificationOutput};
+use crate::protocol::spec::DeploymentSpec;
+use crate::state;
+use crate::unpack::BundleType;
+
+/// Specifications kept in the cache.
+const CACHE_KEEP: usize = 20;
+
+/// Decodes the answer into the specification and its JSON text.
+pub fn decode(output: GetDeploymentSpecificationOutput) -> Result<(DeploymentSpec, String), String> {
+    let envelope = output
+        .deployment_specification
+        .and_then(|s| s.generic_envelope)
+        .ok_or("the service sent no deployment specification (GenericEnvelope is missing)")?;
+    match envelope.format.as_str() {
+        FORMAT_TEXT_JSON => {}
+        FORMAT_PKCS7_JSON => {
+            return Err("the deployment specification is signed (PKCS7/JSON): signed specifications are not \
+                        supported by this build"
+                .into());
+        }
+        other => return Err(format!("deployment specification format {other:?} is not supported")),
+    }
+    let spec: DeploymentSpec = serde_json::from_str(&envelope.payload)
+        .map_err(|e| format!("the deployment specification does not parse: {e}"))?;
+    state::check_folder_name("DeploymentId", &spec.deployment_id)?;
+    state::check_folder_name("DeploymentGroupId", &spec.deployment_group_id)?;
+    Ok((spec, envelope.payload))
+}
+
+/// The engine's view of the deployment.
+pub fn to_deployment(spec: &DeploymentSpec) -> Result<Deployment, String> {
+    state::check_folder_name("DeploymentId", &spec.deployment_id)?;
+    state::check_folder_name("DeploymentGroupId", &spec.deployment_group_id)?;
+    let file_exists_behavior = spec
+        .file_exists_behavior()
+        .map(|b| {
+            local::parse_behavior(b)
+                .ok_or_else(|| format!("FileExistsBehavior {b:?} is not DISALLOW, OVERWRITE or RETAIN"))
+        })
+        .transpose()?;
+    Ok(Deployment {
+        deployment_id: spec.deployment_id.clone(),
+        group_id: spec.deployment_group_id.clone(),
+        group_name: spec.deployment_group_name.clone(),
+        application: spec.application_name.clone(),
+        revision: revision(spec)?,
+        appspec_filename: spec.app_spec_filename.clone(),
+        file_exists_behavior,
+    })
+}
+
+fn revision(spec: &DeploymentSpec) -> Result<Revision, String> {
+    let r = &spec.revision;
+    match r.revision_type.as_str() {
+        "S3" => {
+            let s3 = r.s3_revision.as_ref().ok_or("RevisionType is S3 but S3Revision is missing")?;
+            let bundle_type = BundleType::from_name(&s3.bundle_type)
+                .filter(|t| *t != BundleType::Directory)
+                .ok_or_else(|| format!("BundleType {:?} is not tar, tgz or zip", s3.bundle_type))?;
+            if s3.bucket.is_empty() || s3.key.is_empty() {
+                return Err("S3Revision needs a Bucket and a Key".into());
+            }
+            let object = fetch::Object {
+                bucket: s3.bucket.clone(),
+                key: s3.key.clone(),
+                version: s3.version.clone(),
+                etag: s3.etag.clone(),
+                sha256: s3.sha256.clone(),
+            };
+            Ok(Revision::S3 { object, bundle_type })
+        }
+        "GitHub" => {
+            let gh = r.github_revision.as_ref().ok_or("RevisionType is GitHub but GitHubRevision is missing")?;
+            let repository =
+                if gh.account.is_empty() { gh.repository.clone() } else { format!("{}/{}", gh.account, gh.repository) };
+            Ok(Revision::GitHub { repository, commit_id: gh.commit_id.clone() })
+        }
+        other => Err(format!("RevisionType {other:?} is not supported by this agent (S3 and GitHub are)")),
+    }
+}
+
+/// Whether the deployment is over once `event` succeeded: the last of its
+/// lifecycle events when the specification lists them, else ValidateService
+/// or AfterAllowTraffic.
+pub fn is_last_event(spec: Option<&DeploymentSpec>, event: &str) -> bool {
+    let listed = spec.map(|s| s.all_possible_lifecycle_events.as_slice()).unwrap_or_default();
+    let order = |name: &str| crate::appspec::LifecycleEvent::ALL.iter().position(|e| e.name() == name);
+    match listed.iter().filter_map(|n| order(n)).max() {
+        Some(last) => order(event) == Some(last),
+        None => matches!(event, "ValidateService" | "AfterAllowTraffic"),
+    }
+}
+
+/// The specification cache.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    /// The cache under the agent's private directory.
+    pub fn new(private: &Path) -> Cache {
+        Cache { dir: private.join("specs") }
+    }
+
+    /// Creates its directory.
+    pub fn create(&self) -> io::Result<()> {
+        journal::create_dir_all_durable(&self.dir)
+    }
+
+    fn path(&self, deployment_id: &str) -> PathBuf {
+        self.dir.join(format!("{deployment_id}.json"))
+    }
+
+    /// Stores the specification text of `deployment_id` durably, and
+    /// forgets the oldest beyond the newest few.
+    pub fn store(&self, deployment_id: &str, json: &str) -> io::Result<()> {
+        let path = self.path(deployment_id);
+        if journal::read_optional(&path)?.as_deref() != Some(json) {
+            journal::write_atomic(&path, json.as_bytes())?;
+        }
+        self.prune(deployment_id);
+        Ok(())
+    }
+
+    /// The cached specification of `deployment_id`.
+    pub fn load(&self, deployment_id: &str) -> Option<DeploymentSpec> {
+        let text = journal::read_optional(&self.path(deployment_id)).ok().flatten()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn prune(&self, current: &str) {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+        let mut files: Vec<(SystemTime, PathBuf)> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .map(|e| (e.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH), e.path()))
+            .collect();
+        files.sort_by(|a, b| b.cmp(a));
+        for (_, path) in files.into_iter().skip(CACHE_KEEP) {
+            if path != self.path(current) {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::appspec::FileExistsBehavior;
+    use crate::protocol::command::{DeploymentSpecificationEnvelopes, Envelope};
+
+    const SPEC: &str = r#"{"DeploymentId":"d-ABC","DeploymentGroupId":"g-1","DeploymentGroupName":"Prod",
+        "ApplicationName":"shop","Revision":{"RevisionType":"S3","S3Revision":{"Bucket":"b","Key":"apps/k.tgz",
+        "BundleType":"tgz","ETag":"\"abc\"","Sha256":"00ff"}},
+        "AgentActionOverrides":{"AgentOverrides":{"FileExistsBehavior":"OVERWRITE"}}}"#;
+
+    fn output(format: &str, payload: &str) -> GetDeploymentSpecificationOutput {
+        GetDeploymentSpecificationOutput {
+            deployment_system: Some("CodeDeploy".into()),
+            deployment_specification: Some(DeploymentSpecificationEnvelopes {
+                generic_envelope: Some(Envelope { format: format.into(), payload: payload.into() }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn text_json_specifications_become_deployments() {
+        let (spec, raw) = decode(output("TEXT/JSON", SPEC)).unwrap();
+        assert_eq!(raw, SPEC);
+        let d = to_deployment(&spec).unwrap();
+        assert_eq!((d.deployment_id.as_str(), d.group_id.as_str(), d.group_name.as_str()), ("d-ABC", "g-1", "Prod"));
+        assert_eq!(d.file_exists_behavior, Some(FileExistsBehavior::Overwrite));
+        assert_eq!(d.appspec_filename, "appspec.yml");
+        let Revision::S3 { object, bundle_type } = d.revision else { panic!("not S3") };
+        assert_eq!(bundle_type, BundleType::Tgz);
+        assert_eq!(object.path(), "/b/apps/k.tgz");
+        assert_eq!((object.etag.as_deref(), object.sha256.as_deref()), (Some("\"abc\""), Some("00ff")));
+    }
+
+    #[test]
+    fn signed_and_unknown_formats_are_refused_clearly() {
+        let err = decode(output("PKCS7/JSON", "MIIB...")).unwrap_err();
+        assert!(err.contains("signed specifications are not supported by this build"), "{err}");
+        assert!(decode(output("YAML", SPEC)).unwrap_err().contains("\"YAML\""));
+        assert!(decode(GetDeploymentSpecificationOutput::default()).is_err());
+        let err = decode(output("TEXT/JSON", &SPEC.replace("g-1", "../etc"))).unwrap_err();
+        assert!(err.contains("DeploymentGroupId"), "{err}");
+    }
+
+    #[test]
+    fn github_and_other_revisions() {
+        let gh = SPEC.replace(
+            r#""RevisionType":"S3""#,
+            r#""RevisionType":"GitHub","GitHubRevision":{"Account":"acme","Repository":"shop","CommitId":"c0ffee"}"#,
+        );
+        let (spec, _) = decode(output("TEXT/JSON", &gh)).unwrap();
+        let d = to_deployment(&spec).unwrap();
+        assert_eq!(d.revision, Revision::GitHub { repository: "acme/shop".into(), commit_id: "c0ffee".into() });
+        let env = crate::engine::hook_environment(&d);
+        assert!(env.contains(&("BUNDLE_COMMIT".to_string(), "c0ffee".to_string())));
+        let url = SPEC.replace(r#""RevisionType":"S3""#, r#""RevisionType":"URL""#);
+        let (spec, _) = decode(output("TEXT/JSON", &url)).unwrap();
+        assert!(to_deployment(&spec).unwrap_err().contains("\"URL\""));
+        let dir = SPEC.replace(r#""BundleType":"tgz""#, r#""BundleType":"directory""#);
+        let (spec, _) = decode(output("TEXT/JSON", &dir)).unwrap();
+        assert!(to_deployment(&spec).is_err());
+    }
+
+    #[test]
+    fn s3_hook_environment_is_codedeploys() {
+        let (spec, _) = decode(output("TEXT/JSON", SPEC)).unwrap();
+        let env = crate::engine::hook_environment(&to_deployment(&spec).unwrap());
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("BUNDLE_BUCKET"), Some("b"));
+        assert_eq!(get("BUNDLE_KEY"), Some("apps/k.tgz"));
+        assert_eq!(get("BUNDLE_ETAG"), Some("\"abc\""));
+        assert_eq!(get("BUNDLE_VERSION"), None);
+        assert_eq!(get("DEPLOYMENT_GROUP_ID"), Some("g-1"));
+    }
+
+    #[test]
+    fn last_event() {
+        assert!(is_last_event(None, "ValidateService"));
+        assert!(!is_last_event(None, "Install"));
+        let (mut spec, _) = decode(output("TEXT/JSON", SPEC)).unwrap();
+        spec.all_possible_lifecycle_events = vec!["DownloadBundle".into(), "Install".into(), "AfterInstall".into()];
+        assert!(is_last_event(Some(&spec), "AfterInstall"));
+        assert!(!is_last_event(Some(&spec), "ValidateService"));
+    }
+
+    #[test]
+    fn cache_round_trip() {
+        let dir = std::env::temp_dir().join(format!("edspecs-{}", std::process::id()));
+        let cache = Cache::new(&dir);
+        cache.create().unwrap();
+        assert!(cache.load("d-ABC").is_none());
+        cache.store("d-ABC", SPEC).unwrap();
+        assert_eq!(cache.load("d-ABC").unwrap().deployment_id, "d-ABC");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,655 @@
+//! Downloads a bundle from an S3-compatible store (path-style `GET
+//! /bucket/key`, signed with service `s3`) into a deployment directory,
+//! resumably and in bounded memory, and verifies it.
+//!
+//! Steps (`docs/agent.md` has the crash table):
+//! 1. A complete, verified download of the same object is reused.
+//! 2. Otherwise the body is streamed into `bundle.tar.part` through one
+//!    64 KiB buffer. Every 4 MiB the part is fsynced and then `download.json`
+//!    records the ETag and the byte count known durable.
+//! 3. After a restart the download resumes with `Range: bytes=N-` and
+//!    `If-Range: <etag>`: a 206 appends, a 200 (the object changed) starts
+//!    over. N is the part's length when the boot is the same (the page cache
+//!    survived an agent crash), else the last durable count (power cut).
+//! 4. The ETag must equal the deployment's when it names one; the SHA-256
+//!    must equal the deployment's `Sha256` when it names one (hashed while
+//!    streaming; a resumed part is re-hashed first).
+//! 5. The part is synced, `download.json` marked complete, the part renamed
+//!    to `bundle.tar` and the directory synced.
+//!
+//! A dropped connection or a short body is retried within the call,
+//! resuming, as long as each attempt makes progress (at most
+//! [`MAX_STALLED_ATTEMPTS`] attempts in a row without a byte).
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::client::{self, CallError, Client};
+use crate::journal;
+use crate::protocol::sigv4;
+
+/// The downloaded bundle in a deployment directory.
+pub const BUNDLE_FILE: &str = "bundle.tar";
+/// The bundle while it downloads.
+pub const PART_FILE: &str = "bundle.tar.part";
+/// Download progress, next to the part.
+pub const PROGRESS_FILE: &str = "download.json";
+/// Size of the one buffer the body goes through.
+const BUFFER_BYTES: usize = 64 * 1024;
+/// Bytes between two durable progress records.
+const DURABLE_EVERY: u64 = 4 << 20;
+/// Attempts in a row that may fail without receiving a byte.
+pub const MAX_STALLED_ATTEMPTS: u32 = 4;
+/// Largest error body read.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+/// The object to download and what it must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    /// Bucket.
+    pub bucket: String,
+    /// Key.
+    pub key: String,
+    /// Object version, when the deployment names one (not sent yet: see docs/agent.md).
+    pub version: Option<String>,
+    /// Expected ETag, when the deployment names one.
+    pub etag: Option<String>,
+    /// Expected SHA-256 (hex), when the deployment names one.
+    pub sha256: Option<String>,
+}
+
+impl Object {
+    /// `/bucket/key`.
+    pub fn path(&self) -> String {
+        format!("/{}/{}", self.bucket, self.key)
+    }
+}
+
+/// Download settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Largest bundle accepted, in bytes; 0: no limit.
+    pub max_bytes: u64,
+    /// This boot's id (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: String,
+}
+
+/// What a download did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Size of the bundle.
+    pub bytes: u64,
+    /// Where the first request of this call started (0: from scratch).
+    pub resumed_at: u64,
+    /// Bytes received over the network by this call.
+    pub fetched: u64,
+    /// The object's ETag (unquoted).
+    pub etag: String,
+    /// True when a complete earlier download was reused.
+    pub reused: bool,
+}
+
+/// Why a download failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The store answered with an error (no such key, refused credentials...).
+    Service(CallError),
+    /// The bundle is larger than `max_bundle_bytes`.
+    TooLarge {
+        /// Its size, or how much was received when the size was unknown.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The object's ETag is not the one the deployment names.
+    EtagMismatch {
+        /// From the deployment.
+        expected: String,
+        /// From the store.
+        got: String,
+    },
+    /// The bundle's SHA-256 is not the one the deployment names.
+    Sha256Mismatch {
+        /// From the deployment.
+        expected: String,
+        /// Computed.
+        got: String,
+    },
+    /// The connection kept failing without progress.
+    Incomplete(String),
+    /// A local file could not be read or written.
+    Io(io::Error),
+    /// SIGTERM/SIGINT arrived; the download resumes at the next start.
+    Stopped,
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchError::Service(e) => write!(f, "the bundle store refused the download: {e}"),
+            FetchError::TooLarge { size, limit } => {
+                write!(f, "the bundle is {size} bytes; max_bundle_bytes allows {limit}")
+            }
+            FetchError::EtagMismatch { expected, got } => {
+                write!(f, "the bundle's ETag is {got:?}, the deployment expects {expected:?} (the object changed)")
+            }
+            FetchError::Sha256Mismatch { expected, got } => {
+                write!(f, "the bundle's SHA-256 is {got}, the deployment expects {expected}")
+            }
+            FetchError::Incomplete(m) => write!(f, "the download did not complete: {m}"),
+            FetchError::Io(e) => write!(f, "{e}"),
+            FetchError::Stopped => f.write_str("the download was stopped (the agent is stopping)"),
+        }
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+/// `download.json`: what is known durable about the part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Bucket of the object.
+    pub bucket: String,
+    /// Key of the object.
+    pub key: String,
+    /// Version asked for.
+    pub version: Option<String>,
+    /// ETag (unquoted) of the object the part holds a prefix of.
+    pub etag: String,
+    /// Bytes of the part known durable (or, when `complete`, the bundle's size).
+    pub bytes: u64,
+    /// Boot id when this was written.
+    pub boot_id: String,
+    /// The part was complete and verified (it is, or is about to be, `bundle.tar`).
+    pub complete: bool,
+}
+
+impl Progress {
+    fn is_for(&self, object: &Object) -> bool {
+        self.bucket == object.bucket && self.key == object.key && self.version == object.version
+    }
+}
+
+/// Where a request starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    /// Byte offset; 0 for a fresh download.
+    pub offset: u64,
+    /// ETag the part belongs to (for If-Range), when resuming.
+    pub etag: Option<String>,
+}
+
+/// Decides where to resume. `part_len` is the part's length (None: no part).
+/// Same boot: the whole part is valid (written data survives a process
+/// death in the page cache). Another boot: only the durable count is.
+pub fn resume_point(progress: Option<&Progress>, object: &Object, part_len: Option<u64>, boot_id: &str) -> Start {
+    let fresh = Start { offset: 0, etag: None };
+    let (Some(p), Some(len)) = (progress, part_len) else { return fresh };
+    if !p.is_for(object) || p.complete || p.etag.is_empty() {
+        return fresh;
+    }
+    if let Some(expected) = &object.etag
+        && normalize_etag(expected) != p.etag
+    {
+        return fresh;
+    }
+    let offset = if p.boot_id == boot_id {
+        len
+    } else if len >= p.bytes {
+        p.bytes
+    } else {
+        0
+    };
+    if offset == 0 { fresh } else { Start { offset, etag: Some(p.etag.clone()) } }
+}
+
+/// The Range and If-Range headers of a request starting at `start`.
+pub fn range_headers(start: &Start) -> Vec<(String, String)> {
+    match &start.etag {
+        Some(etag) if start.offset > 0 => vec![
+            ("range".to_string(), format!("bytes={}-", start.offset)),
+            ("if-range".to_string(), format!("\"{etag}\"")),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// How to use an answer to a GET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The body is the object from byte `offset` (0 when not resuming or
+    /// when the server sent the whole object); `total` is its size if known.
+    Body {
+        /// Where the body starts in the object.
+        offset: u64,
+        /// The object's size.
+        total: Option<u64>,
+    },
+    /// The range cannot be used (416, or a range we did not ask for):
+    /// forget the part and start over.
+    StartOver,
+    /// Not a success: classify the error body.
+    Error,
+}
+
+/// Interprets the status and headers of a GET sent from `offset`.
+pub fn interpret(status: u16, offset: u64, content_range: Option<&str>, content_length: Option<u64>) -> Answer {
+    match status {
+        200 => Answer::Body { offset: 0, total: content_length },
+        206 => match content_range.and_then(parse_content_range) {
+            Some((first, total)) if first == offset => {
+                Answer::Body { offset, total: total.or(content_length.map(|l| l + offset)) }
+            }
+            _ => Answer::StartOver,
+        },
+        416 => Answer::StartOver,
+        _ => Answer::Error,
+    }
+}
+
+/// `bytes FIRST-LAST/TOTAL` (TOTAL may be `*`) → (FIRST, TOTAL).
+fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let first: u64 = first.trim().parse().ok()?;
+    let last: u64 = last.trim().parse().ok()?;
+    if last < first {
+        return None;
+    }
+    match total.trim() {
+        "*" => Some((first, None)),
+        t => t.parse::<u64>().ok().filter(|t| *t > last).map(|t| (first, Some(t))),
+    }
+}
+
+/// An ETag without `W/` and quotes, for comparison.
+pub fn normalize_etag(etag: &str) -> String {
+    let etag = etag.trim();
+    let etag = etag.strip_prefix("W/").unwrap_or(etag);
+    etag.trim_matches('"').to_string()
+}
+
+/// Downloads `object` into `dir/bundle.tar` (see the module documentation).
+pub fn download(client: &Client, object: &Object, dir: &Path, options: &Options) -> Result<Report, FetchError> {
+    let files = Files::new(dir);
+    if let Some(report) = reuse(&files, object)? {
+        return Ok(report);
+    }
+    let mut run = Run { resumed_at: None, fetched: 0, sha_retry_used: false };
+    let mut stalled = 0u32;
+    loop {
+        if crate::sys::stop_requested() {
+            return Err(FetchError::Stopped);
+        }
+        let fetched_before = run.fetched;
+        match attempt(client, object, &files, options, &mut run) {
+            Ok(report) => return Ok(report),
+            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Retry(reason)) => {
+                stalled = if run.fetched > fetched_before { 0 } else { stalled + 1 };
+                if stalled > MAX_STALLED_ATTEMPTS {
+                    return Err(FetchError::Incomplete(reason));
+                }
+                let delay = Duration::from_secs(1 << stalled.min(4));
+                log::warn!("downloading {}: {reason}; resuming in {}s", object.path(), delay.as_secs());
+                std::thread::sleep(delay);
+            }
+        }
+    }
+}
+
+/// Paths of one download.
+struct Files {
+    dir: PathBuf,
+    bundle: PathBuf,
+    part: PathBuf,
+    progress: PathBuf,
+}
+
+impl Files {
+    fn new(dir: &Path) -> Files {
+        Files {
+            dir: dir.to_path_buf(),
+            bundle: dir.join(BUNDLE_FILE),
+            part: dir.join(PART_FILE),
+            progress: dir.join(PROGRESS_FILE),
+        }
+    }
+
+    fn read_progress(&self) -> Option<Progress> {
+        let text = journal::read_optional(&self.progress).ok().flatten()?;
+        match serde_json::from_str(&text) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::warn!("{}: {e}; downloading from the start", self.progress.display());
+                None
+            }
+        }
+    }
+
+    fn write_progress(&self, progress: &Progress) -> Result<(), FetchError> {
+        let json = serde_json::to_vec(progress).map_err(|e| FetchError::Io(io::Error::other(e)))?;
+        journal::write_atomic(&self.progress, &json).map_err(FetchError::Io)
+    }
+
+    /// Forgets the part and its progress.
+    fn discard(&self) -> Result<(), FetchError> {
+        journal::remove_durable(&self.progress).map_err(FetchError::Io)?;
+        journal::remove_durable(&self.part).map_err(FetchError::Io)
+    }
+}
+
+/// State across the attempts of one call.
+struct Run {
+    resumed_at: Option<u64>,
+    fetched: u64,
+    sha_retry_used: bool,
+}
+
+enum Failure {
+    /// Try again (resuming).
+    Retry(String),
+    /// Give up.
+    Fatal(FetchError),
+}
+
+impl From<FetchError> for Failure {
+    fn from(e: FetchError) -> Self {
+        Failure::Fatal(e)
+    }
+}
+
+fn io_err(path: &Path, doing: &str) -> impl FnOnce(io::Error) -> Failure {
+    let path = path.to_path_buf();
+    let doing = doing.to_string();
+    move |e| Failure::Fatal(FetchError::Io(journal::with_path(e, &doing, &path)))
+}
+
+/// A complete download of the same object, as `bundle.tar` (or as a
+/// complete part a kill stopped before its rename).
+fn reuse(files: &Files, object: &Object) -> Result<Option<Report>, FetchError> {
+    let Some(p) = files.read_progress() else { return Ok(None) };
+    let etag_ok = object.etag.as_deref().is_none_or(|e| normalize_etag(e) == p.etag);
+    if !(p.complete && p.is_for(object) && etag_ok) {
+        return Ok(None);
+    }
+    let len = |path: &Path| fs::metadata(path).ok().map(|m| m.len());
+    if len(&files.part) == Some(p.bytes) {
+        fs::rename(&files.part, &files.bundle)
+            .map_err(|e| FetchError::Io(journal::with_path(e, "renaming", &files.part)))?;
+        journal::fsync_dir(&files.dir).map_err(FetchError::Io)?;
+    }
+    if len(&files.bundle) != Some(p.bytes) {
+        return Ok(None);
+    }
+    log::info!("downloading {}: reusing the complete download of {} bytes", object.path(), p.bytes);
+    Ok(Some(Report { bytes: p.bytes, resumed_at: p.bytes, fetched: 0, etag: p.etag, reused: true }))
+}
+
+/// One GET, from where the part ends.
+fn attempt(
+    client: &Client,
+    object: &Object,
+    files: &Files,
+    options: &Options,
+    run: &mut Run,
+) -> Result<Report, Failure> {
+    let progress = files.read_progress();
+    let part_len = fs::metadata(&files.part).ok().map(|m| m.len());
+    let start = resume_point(progress.as_ref(), object, part_len, &options.boot_id);
+    let empty = sigv4::sha256_hex(b"");
+    let request = client.s3_request("GET", &object.path(), range_headers(&start), &empty);
+    let mut response = request.call().map_err(|e| Failure::Retry(format!("bundle store unreachable: {e}")))?;
+    let status = response.status().as_u16();
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let content_length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    let etag = header("etag").map(|e| normalize_etag(&e)).unwrap_or_default();
+    let (offset, total) = match interpret(status, start.offset, header("content-range").as_deref(), content_length) {
+        Answer::Body { offset, total } => (offset, total),
+        Answer::StartOver => {
+            files.discard()?;
+            return Err(Failure::Retry(format!("the store did not honour the range (HTTP {status}); starting over")));
+        }
+        Answer::Error => {
+            let body = response.body_mut().with_config().limit(MAX_ERROR_BODY).read_to_vec().unwrap_or_default();
+            return Err(match client::classify(status, &body) {
+                e @ (CallError::Throttled(_) | CallError::Unreachable(_)) => Failure::Retry(e.to_string()),
+                e @ CallError::Service { status: 500.., .. } => Failure::Retry(e.to_string()),
+                e => Failure::Fatal(FetchError::Service(e)),
+            });
+        }
+    };
+    if let Some(expected) = &object.etag
+        && normalize_etag(expected) != etag
+    {
+        files.discard()?;
+        return Err(FetchError::EtagMismatch { expected: normalize_etag(expected), got: etag }.into());
+    }
+    if options.max_bytes > 0
+        && let Some(total) = total.filter(|t| *t > options.max_bytes)
+    {
+        files.discard()?;
+        return Err(FetchError::TooLarge { size: total, limit: options.max_bytes }.into());
+    }
+    run.resumed_at.get_or_insert(offset);
+    let mut part = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&files.part)
+        .map_err(io_err(&files.part, "opening"))?;
+    part.set_len(offset).map_err(io_err(&files.part, "truncating"))?;
+    let mut buffer = vec![0u8; BUFFER_BYTES];
+    let mut hasher = object.sha256.as_ref().map(|_| Sha256::new());
+    if let Some(hasher) = hasher.as_mut().filter(|_| offset > 0) {
+        rehash(&mut part, offset, hasher, &mut buffer).map_err(io_err(&files.part, "reading"))?;
+    }
+    part.seek(SeekFrom::Start(offset)).map_err(io_err(&files.part, "seeking"))?;
+    let record = |part: &File, bytes: u64| -> Result<(), Failure> {
+        part.sync_data().map_err(io_err(&files.part, "syncing"))?;
+        let progress = Progress {
+            bucket: object.bucket.clone(),
+            key: object.key.clone(),
+            version: object.version.clone(),
+            etag: etag.clone(),
+            bytes,
+            boot_id: options.boot_id.clone(),
+            complete: false,
+        };
+        files.write_progress(&progress).map_err(Failure::Fatal)
+    };
+    record(&part, offset)?;
+    match (offset, total) {
+        (0, Some(t)) => log::info!("downloading {}: {t} bytes", object.path()),
+        (0, None) => log::info!("downloading {}: size unknown", object.path()),
+        (n, t) => log::info!(
+            "downloading {}: resumed at {n} bytes of {}",
+            object.path(),
+            t.map(|t| t.to_string()).unwrap_or_else(|| "?".into())
+        ),
+    }
+
+    let mut reader = response.into_body().into_reader();
+    let mut position = offset;
+    let mut durable = offset;
+    loop {
+        if crate::sys::stop_requested() {
+            record(&part, position)?;
+            return Err(FetchError::Stopped.into());
+        }
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                record(&part, position)?;
+                return Err(Failure::Retry(format!("connection lost at byte {position}: {e}")));
+            }
+        };
+        part.write_all(&buffer[..n]).map_err(io_err(&files.part, "writing"))?;
+        if let Some(hasher) = hasher.as_mut() {
+            hasher.update(&buffer[..n]);
+        }
+        position += n as u64;
+        run.fetched += n as u64;
+        if options.max_bytes > 0 && position > options.max_bytes {
+            drop(part);
+            files.discard()?;
+            return Err(FetchError::TooLarge { size: position, limit: options.max_bytes }.into());
+        }
+        if position - durable >= DURABLE_EVERY {
+            record(&part, position)?;
+            durable = position;
+        }
+    }
+    if let Some(total) = total
+        && position != total
+    {
+        record(&part, position)?;
+        return Err(Failure::Retry(format!("truncated: {position} of {total} bytes received")));
+    }
+    part.sync_all().map_err(io_err(&files.part, "syncing"))?;
+    drop(part);
+    if let (Some(expected), Some(hasher)) = (&object.sha256, hasher) {
+        let got = hex(&hasher.finalize());
+        if !got.eq_ignore_ascii_case(expected.trim()) {
+            files.discard()?;
+            if offset > 0 && !run.sha_retry_used {
+                run.sha_retry_used = true;
+                return Err(Failure::Retry("SHA-256 mismatch after a resume; downloading again from the start".into()));
+            }
+            return Err(FetchError::Sha256Mismatch { expected: expected.trim().to_ascii_lowercase(), got }.into());
+        }
+    }
+    let done = Progress {
+        bucket: object.bucket.clone(),
+        key: object.key.clone(),
+        version: object.version.clone(),
+        etag: etag.clone(),
+        bytes: position,
+        boot_id: options.boot_id.clone(),
+        complete: true,
+    };
+    files.write_progress(&done)?;
+    fs::rename(&files.part, &files.bundle).map_err(io_err(&files.part, "renaming"))?;
+    journal::fsync_dir(&files.dir).map_err(io_err(&files.dir, "syncing"))?;
+    let resumed_at = run.resumed_at.unwrap_or(0);
+    log::info!(
+        "downloaded {}: {position} bytes, {} fetched by this agent run, which started at byte {resumed_at}",
+        object.path(),
+        run.fetched
+    );
+    Ok(Report { bytes: position, resumed_at, fetched: run.fetched, etag, reused: false })
+}
+
+/// Hashes the first `len` bytes of `file` into `hasher`.
+fn rehash(file: &mut File, len: u64, hasher: &mut Sha256, buffer: &mut [u8]) -> io::Result<()> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut left = len;
+    while left > 0 {
+        let want = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = file.read(&mut buffer[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the part is shorter than recorded"));
+        }
+        hasher.update(&buffer[..n]);
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(etag: Option<&str>) -> Object {
+        Object { bucket: "b".into(), key: "k.tar".into(), version: None, etag: etag.map(str::to_string), sha256: None }
+    }
+
+    fn progress(bytes: u64, boot: &str) -> Progress {
+        Progress {
+            bucket: "b".into(),
+            key: "k.tar".into(),
+            version: None,
+            etag: "abc".into(),
+            bytes,
+            boot_id: boot.into(),
+            complete: false,
+        }
+    }
+
+    #[test]
+    fn same_boot_resumes_at_the_parts_length() {
+        let start = resume_point(Some(&progress(4 << 20, "boot1")), &object(None), Some(5_000_000), "boot1");
+        assert_eq!(start, Start { offset: 5_000_000, etag: Some("abc".into()) });
+    }
+
+    #[test]
+    fn another_boot_resumes_at_the_durable_count() {
+        let start = resume_point(Some(&progress(4 << 20, "boot1")), &object(None), Some(5_000_000), "boot2");
+        assert_eq!(start.offset, 4 << 20);
+        // The part lost data the record says was durable: the disk lied; start over.
+        let start = resume_point(Some(&progress(4 << 20, "boot1")), &object(None), Some(100), "boot2");
+        assert_eq!(start, Start { offset: 0, etag: None });
+    }
+
+    #[test]
+    fn no_part_other_object_or_other_etag_starts_fresh() {
+        let p = progress(10, "b1");
+        assert_eq!(resume_point(Some(&p), &object(None), None, "b1").offset, 0);
+        assert_eq!(resume_point(None, &object(None), Some(10), "b1").offset, 0);
+        let mut other = object(None);
+        other.key = "other.tar".into();
+        assert_eq!(resume_point(Some(&p), &other, Some(10), "b1").offset, 0);
+        assert_eq!(resume_point(Some(&p), &object(Some("\"zzz\"")), Some(10), "b1").offset, 0);
+        assert_eq!(resume_point(Some(&p), &object(Some("\"abc\"")), Some(10), "b1").offset, 10);
+        let done = Progress { complete: true, ..p };
+        assert_eq!(resume_point(Some(&done), &object(None), Some(10), "b1").offset, 0);
+    }
+
+    #[test]
+    fn range_and_if_range_only_when_resuming() {
+        assert!(range_headers(&Start { offset: 0, etag: None }).is_empty());
+        assert!(range_headers(&Start { offset: 5, etag: None }).is_empty());
+        let headers = range_headers(&Start { offset: 5, etag: Some("abc".into()) });
+        assert_eq!(
+            headers,
+            vec![("range".to_string(), "bytes=5-".to_string()), ("if-range".to_string(), "\"abc\"".to_string())]
+        );
+    }
+
+    #[test]
+    fn answers_are_interpreted() {
+        assert_eq!(interpret(200, 0, None, Some(10)), Answer::Body { offset: 0, total: Some(10) });
+        // The object changed (If-Range failed): the whole object comes back.
+        assert_eq!(interpret(200, 5, None, Some(12)), Answer::Body { offset: 0, total: Some(12) });
+        assert_eq!(interpret(206, 5, Some("bytes 5-9/10"), Some(5)), Answer::Body { offset: 5, total: Some(10) });
+        assert_eq!(interpret(206, 5, Some("bytes 5-9/*"), Some(5)), Answer::Body { offset: 5, total: Some(10) });
+        assert_eq!(interpret(206, 5, Some("bytes 0-9/10"), Some(10)), Answer::StartOver);
+        assert_eq!(interpret(206, 5, None, Some(5)), Answer::StartOver);
+        assert_eq!(interpret(206, 5, Some("bytes 9-5/10"), None), Answer::StartOver);
+        assert_eq!(interpret(416, 10, None, None), Answer::StartOver);
+        assert_eq!(interpret(404, 0, None, None), Answer::Error);
+        assert_eq!(interpret(503, 0, None, None), Answer::Error);
+    }
+
+    #[test]
+    fn etags_compare_without_quotes_or_weakness() {
+        assert_eq!(normalize_etag("\"abc\""), "abc");
+        assert_eq!(normalize_etag("W/\"abc\""), "abc");
+        assert_eq!(normalize_etag(" abc "), "abc");
+    }
+}
