@@ -31,8 +31,8 @@ enum Command {
 #[argh(subcommand, name = "demo")]
 /// run the whole system on this machine: a server, a few devices, one deployment.
 struct DemoArgs {
-    /// number of local devices (agents) (default 3)
-    #[argh(option, default = "3")]
+    /// number of local devices (agents) (default 4)
+    #[argh(option, default = "4")]
     devices: usize,
     /// deployment configuration (default CodeDeployDefault.HalfAtATime)
     #[argh(option, default = "String::from(\"CodeDeployDefault.HalfAtATime\")")]
