@@ -8,7 +8,7 @@ use rand::distr::Alphanumeric;
 
 use super::api::ApiError;
 use super::store::{Store, now_millis};
-use crate::protocol::sigv4::{self, Authorization, SigError};
+use crate::protocol::sigv4::{Authorization, SigError};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,41 +19,27 @@ pub enum Identity {
     Instance(String),
 }
 
-/// The parts of a request that its signature covers.
-#[derive(Debug, Clone)]
-pub struct SignedRequest<'a> {
-    /// HTTP method.
-    pub method: &'a str,
-    /// Decoded path.
-    pub path: &'a str,
-    /// Decoded query parameters.
-    pub query: &'a [(String, String)],
-    /// Every header, names lowercase.
-    pub headers: &'a [(String, String)],
-    /// Hex SHA-256 of the body, or `UNSIGNED-PAYLOAD`.
-    pub payload_sha256: &'a str,
-    /// The signing name the request must use.
-    pub service: &'a str,
-}
+/// The parts of a request that its signature covers: the protocol's own
+/// signing input (headers with lowercase names).
+pub use crate::protocol::sigv4::Request as SignedRequest;
 
-impl SignedRequest<'_> {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
+/// The value of header `name` (lowercase) of `req`.
+fn header<'a>(req: &'a SignedRequest<'_>, name: &str) -> Option<&'a str> {
+    req.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }
 
 /// Checks the request's signature and returns the caller.
 pub async fn authenticate(store: &Store, req: &SignedRequest<'_>) -> Result<Identity, ApiError> {
-    let header = req.header("authorization").ok_or_else(|| {
+    let header_value = header(req, "authorization").ok_or_else(|| {
         ApiError::new(
             403,
             "MissingAuthenticationTokenException",
             "Missing Authentication Token: the request is not signed",
         )
     })?;
-    let auth =
-        Authorization::parse(header).map_err(|e| ApiError::new(403, "IncompleteSignatureException", e.to_string()))?;
-    let amz_date = req.header("x-amz-date").ok_or_else(|| {
+    let auth = Authorization::parse(header_value)
+        .map_err(|e| ApiError::new(403, "IncompleteSignatureException", e.to_string()))?;
+    let amz_date = header(req, "x-amz-date").ok_or_else(|| {
         ApiError::new(403, "IncompleteSignatureException", "X-Amz-Date is missing; it must be signed")
     })?;
     let row: Option<(String, String, Option<String>)> =
@@ -68,16 +54,8 @@ pub async fn authenticate(store: &Store, req: &SignedRequest<'_>) -> Result<Iden
             "The security token included in the request is invalid.",
         ));
     };
-    let request = sigv4::Request {
-        method: req.method,
-        path: req.path,
-        query: req.query,
-        headers: req.headers,
-        payload_sha256: req.payload_sha256,
-        service: req.service,
-    };
     let now = u64::try_from(now_millis() / 1000).unwrap_or_default();
-    auth.verify(&secret, amz_date, &request, now).map_err(|e| match e {
+    auth.verify(&secret, amz_date, req, now).map_err(|e| match e {
         SigError::Malformed(m) => ApiError::new(403, "IncompleteSignatureException", m),
         other => ApiError::new(403, "InvalidSignatureException", other.to_string()),
     })?;
