@@ -119,6 +119,9 @@ impl FailureClass {
     /// The detail of `e` for the log line of its class (without repeating the class).
     pub fn detail(e: &CallError) -> String {
         match e {
+            CallError::Unreachable(m) if m.contains("certificate") => {
+                format!("{m}; check ca_bundle in the agent configuration")
+            }
             CallError::Unreachable(m) | CallError::Throttled(m) | CallError::BadResponse(m) => m.clone(),
             CallError::Refused { type_, message } => format!("{type_}: {message}"),
             CallError::Service { .. } => e.to_string(),

@@ -1,7 +1,9 @@
 //! How operator commands reach the server: `--data-dir DIR` (the server's
 //! own directory: its recorded endpoint and admin credentials), or
 //! `--endpoint URL` with credentials from the environment or the AWS shared
-//! credentials file, as the AWS CLI finds them.
+//! credentials file, as the AWS CLI finds them. https endpoints are trusted
+//! with the system CA bundle, or with the PEM file named by `AWS_CA_BUNDLE`
+//! (as the AWS CLI does) for a server whose certificate a private CA signed.
 
 use std::path::{Path, PathBuf};
 
@@ -40,7 +42,8 @@ impl Operator {
             (None, Some(url)) => (url.to_string(), environment_credentials()?),
             (None, None) => return Err("say where the server is: --data-dir DIR or --endpoint URL".into()),
         };
-        let client = Client::new(Endpoint { url, region, credentials }, &HttpOptions::default())?;
+        let options = HttpOptions { ca_bundle: environment_ca_bundle(), ..HttpOptions::default() };
+        let client = Client::new(Endpoint { url, region, credentials }, &options)?;
         Ok(Operator { client })
     }
 
@@ -61,11 +64,19 @@ impl Operator {
 /// An error line with a hint at what to do next.
 pub fn describe(operation: &str, error: &CallError) -> String {
     let hint = match error {
+        CallError::Unreachable(m) if m.contains("certificate") => {
+            " (the server's certificate is not trusted: set AWS_CA_BUNDLE to the PEM file of the CA that signed it)"
+        }
         CallError::Unreachable(_) => " (is the server running? check --endpoint / --data-dir)",
         CallError::Refused { .. } => " (check the credentials: admin credentials are in DATA_DIR/admin-credentials)",
         _ => "",
     };
     format!("{operation}: {error}{hint}")
+}
+
+/// `AWS_CA_BUNDLE`, when set and not empty: the PEM file of CAs to trust.
+fn environment_ca_bundle() -> Option<PathBuf> {
+    std::env::var_os("AWS_CA_BUNDLE").filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
 /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else the `[default]` profile of
