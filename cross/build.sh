@@ -14,14 +14,14 @@
 # Short names: aarch64, armv7, arm (or armv6), x86_64.
 #
 # Each target is built twice: without default features (no TLS: the agent
-# speaks plain http; the device images use this one) and with the default
-# features (TLS). Output, for each target T:
+# speaks plain http; the device images use this one) and with TLS (the
+# agent's `tls` feature alone, not the server's). Output, for each target T:
 #   target/cross/T/edgedeploy-agent-notls   --no-default-features
-#   target/cross/T/edgedeploy-agent         default features (tls)
+#   target/cross/T/edgedeploy-agent         --no-default-features --features tls
 # (CROSS_OUT overrides target/cross; CARGO_TARGET_DIR is honoured.)
 #
 # Installs what it needs, idempotently (root, Debian 12): apt gcc-aarch64-linux-gnu
-# gcc-arm-linux-gnueabihf file; rustup targets and rust-src; pip ziglang and
+# libc6-dev-arm64-cross gcc-arm-linux-gnueabihf file; rustup targets and rust-src; pip ziglang and
 # cargo-zigbuild. --no-install skips that. Prints one line per target: the
 # `file` verdict and the stripped sizes; exits non-zero when a binary is not
 # statically linked or a build fails.
@@ -90,9 +90,10 @@ want() { case " ${targets[*]} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 if [ "$install" = 1 ]; then
     pkgs=(file binutils)
-    want aarch64-unknown-linux-musl && pkgs+=(gcc-aarch64-linux-gnu)
+    # (libc6-dev-arm64-cross: the C headers ring's code needs, a Recommends.)
+    want aarch64-unknown-linux-musl && pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
     want armv7-unknown-linux-musleabihf && pkgs+=(gcc-arm-linux-gnueabihf)
-    want x86_64-unknown-linux-musl && pkgs+=(gcc libc6-dev)
+    want x86_64-unknown-linux-musl && pkgs+=(gcc libc6-dev musl-tools)
     apt_ensure "${pkgs[@]}"
     installed_targets=$(rustup target list --installed)
     for t in aarch64-unknown-linux-musl x86_64-unknown-linux-musl; do
@@ -160,7 +161,12 @@ env_name() { echo "$1" | tr 'a-z-' 'A-Z_'; }
 build_one() { # TARGET VARIANT -> prints the output path
     local t=$1 v=$2 T feat=() cmd=(cargo build) extra=() bin dest
     T=$(env_name "$t")
-    [ "$v" = notls ] && feat=(--no-default-features)
+    if [ "$v" = notls ]; then
+        feat=(--no-default-features)
+    elif grep -Eq '^tls *=' "$repo/Cargo.toml"; then
+        # The agent's own features only: the default set also holds the server.
+        feat=(--no-default-features --features tls)
+    fi
     case $t in
     aarch64-unknown-linux-musl)
         export "CARGO_TARGET_${T}_LINKER=rust-lld"
@@ -187,15 +193,20 @@ build_one() { # TARGET VARIANT -> prints the output path
     x86_64-unknown-linux-musl) ;;
     esac
     log "build $t ($v): ${cmd[*]} --release --bin edgedeploy-agent ${feat[*]} --target $t ${extra[*]}"
-    (cd "$repo" && "${cmd[@]}" --release --bin edgedeploy-agent "${feat[@]}" --target "$t" "${extra[@]}") >&2
     bin=$CARGO_TARGET_DIR/$t/release/edgedeploy-agent
-    [ -f "$bin" ] || die "no binary at $bin"
+    # (Called in $(...) under `if`: errexit is off here, check each step.)
+    rm -f "$bin"
+    if ! (cd "$repo" && "${cmd[@]}" --release --bin edgedeploy-agent "${feat[@]}" --target "$t" "${extra[@]}") >&2; then
+        log "build of $t ($v) failed"
+        return 1
+    fi
+    [ -f "$bin" ] || { log "no binary at $bin"; return 1; }
     dest=$out_root/$t/edgedeploy-agent
     [ "$v" = notls ] && dest=$dest-notls
-    mkdir -p "$out_root/$t"
-    cp -f "$bin" "$dest.tmp"
+    mkdir -p "$out_root/$t" || return 1
+    cp -f "$bin" "$dest.tmp" || return 1
     strip_for "$t" "$dest.tmp"
-    mv -f "$dest.tmp" "$dest"
+    mv -f "$dest.tmp" "$dest" || return 1
     echo "$dest"
 }
 

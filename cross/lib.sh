@@ -124,11 +124,11 @@ foreign_download() {
     mkdir -p "$d"
     ver=$(foreign_version "$arch" "$pkg")
     [ -n "$ver" ] || die "no $pkg for $arch in $DEBIAN_SUITE"
-    deb=$(ls "$d/${pkg}_${ver#*:}_"*.deb 2>/dev/null | head -n 1 || true)
+    deb=$(ls "$d/${pkg}_${ver//:/%3a}_"*.deb 2>/dev/null | head -n 1 || true)
     if [ -z "$deb" ]; then
         log "apt ($arch): downloading $pkg $ver"
         (cd "$d" && foreign_apt "$arch" apt-get download -q "$pkg=$ver" >&2)
-        deb=$(ls "$d/${pkg}_${ver#*:}_"*.deb 2>/dev/null | head -n 1 || true)
+        deb=$(ls "$d/${pkg}_${ver//:/%3a}_"*.deb 2>/dev/null | head -n 1 || true)
         [ -n "$deb" ] || die "download of $pkg $ver failed"
     fi
     echo "$deb"
