@@ -68,35 +68,7 @@ if [ ! -f "$BUNDLE" ] || [ "$(cat "$BUNDLE.key" 2>/dev/null)" != "$KEY" ]; then
     echo "generating $FILES files in $DIRS directories" >&2
     SRC=$OUT/bundle-src-$FILES
     rm -rf "$SRC" "$BUNDLE" "$BUNDLE.key"
-    python3 - "$SRC" "$DIRS" "$FILES" <<'PY'
-import os, random, sys
-
-root, ndirs, nfiles = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rng = random.Random(20240601)
-letters = "abcdefghijklmnopqrstuvwxyz"
-words = ["".join(rng.choice(letters) for _ in range(rng.randint(2, 10))) for _ in range(2000)]
-for d in range(ndirs):
-    sub = os.path.join(root, "data", f"d{d:02d}")
-    os.makedirs(sub)
-    for f in range(nfiles // ndirs):
-        size = rng.randint(6 * 1024, 14 * 1024)  # 10 KiB on average
-        if rng.random() < 0.6:  # binary-like: incompressible
-            name, data = f"f{f:03d}.bin", rng.randbytes(size)
-        else:  # text-like: lines of words
-            out, n = [], 0
-            while n < size:
-                line = " ".join(rng.choices(words, k=rng.randint(4, 16))) + "\n"
-                out.append(line)
-                n += len(line)
-            name, data = f"f{f:03d}.txt", "".join(out).encode()[:size]
-        with open(os.path.join(sub, name), "wb") as fh:
-            fh.write(data)
-PY
-    mkdir -p "$SRC/scripts"
-    for hook in application_stop before_install after_install application_start validate_service; do
-        printf '#!/bin/sh\nexit 0\n' >"$SRC/scripts/$hook.sh"
-        chmod 755 "$SRC/scripts/$hook.sh"
-    done
+    python3 "$REPO/bench/gen_tree.py" "$SRC" "$DIRS" "$FILES"
     cat >"$SRC/appspec.yml" <<EOF
 version: 0.0
 os: linux
