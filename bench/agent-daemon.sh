@@ -89,24 +89,7 @@ if [ "$(cat "$SRC.key" 2>/dev/null)" != "$SRC_KEY" ]; then
     echo "$SRC_KEY" >"$SRC.key"
 fi
 DEST=$RUN/install
-cat >"$SRC/appspec.yml" <<EOF
-version: 0.0
-os: linux
-files:
-  - source: /
-    destination: $DEST
-hooks:
-  ApplicationStop:
-    - location: scripts/application_stop.sh
-  BeforeInstall:
-    - location: scripts/before_install.sh
-  AfterInstall:
-    - location: scripts/after_install.sh
-  ApplicationStart:
-    - location: scripts/application_start.sh
-  ValidateService:
-    - location: scripts/validate_service.sh
-EOF
+python3 "$REPO/bench/gen_tree.py" --appspec "$SRC" "$DEST"
 
 # --- server, device, agent ---------------------------------------------------
 

@@ -69,24 +69,7 @@ if [ ! -f "$BUNDLE" ] || [ "$(cat "$BUNDLE.key" 2>/dev/null)" != "$KEY" ]; then
     SRC=$OUT/bundle-src-$FILES
     rm -rf "$SRC" "$BUNDLE" "$BUNDLE.key"
     python3 "$REPO/bench/gen_tree.py" "$SRC" "$DIRS" "$FILES"
-    cat >"$SRC/appspec.yml" <<EOF
-version: 0.0
-os: linux
-files:
-  - source: /
-    destination: $DEST
-hooks:
-  ApplicationStop:
-    - location: scripts/application_stop.sh
-  BeforeInstall:
-    - location: scripts/before_install.sh
-  AfterInstall:
-    - location: scripts/after_install.sh
-  ApplicationStart:
-    - location: scripts/application_start.sh
-  ValidateService:
-    - location: scripts/validate_service.sh
-EOF
+    python3 "$REPO/bench/gen_tree.py" --appspec "$SRC" "$DEST"
     tar --sort=name --mtime=@1700000000 --owner=0 --group=0 --numeric-owner -C "$SRC" -czf "$BUNDLE" .
     echo "$KEY" >"$BUNDLE.key"
     rm -rf "$SRC"

@@ -5,8 +5,32 @@ trivial hook script per lifecycle event under ROOT/scripts. Deterministic
 (fixed seed), so every run and both benchmarks deploy the same tree.
 
     gen_tree.py ROOT NDIRS NFILES
+    gen_tree.py --appspec ROOT DEST     writes ROOT/appspec.yml installing ROOT into DEST
 """
 import os, random, sys
+
+APPSPEC = """version: 0.0
+os: linux
+files:
+  - source: /
+    destination: {dest}
+hooks:
+  ApplicationStop:
+    - location: scripts/application_stop.sh
+  BeforeInstall:
+    - location: scripts/before_install.sh
+  AfterInstall:
+    - location: scripts/after_install.sh
+  ApplicationStart:
+    - location: scripts/application_start.sh
+  ValidateService:
+    - location: scripts/validate_service.sh
+"""
+
+if sys.argv[1] == "--appspec":
+    with open(os.path.join(sys.argv[2], "appspec.yml"), "w") as fh:
+        fh.write(APPSPEC.format(dest=sys.argv[3]))
+    sys.exit(0)
 
 root, ndirs, nfiles = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(20240601)
