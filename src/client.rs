@@ -285,7 +285,7 @@ fn host_of(url: &str) -> Result<String, String> {
 }
 
 #[cfg(feature = "tls")]
-mod tls {
+pub(crate) mod tls {
     use std::path::Path;
     use std::sync::Arc;
 
@@ -329,7 +329,7 @@ mod tls {
 }
 
 #[cfg(not(feature = "tls"))]
-mod tls {
+pub(crate) mod tls {
     use ureq::config::ConfigBuilder;
     use ureq::typestate::AgentScope;
 

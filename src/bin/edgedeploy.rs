@@ -169,6 +169,12 @@ struct ServerArgs {
     /// seconds a picked-up lifecycle event may take (default 3900)
     #[argh(option, default = "3900")]
     event_timeout: u64,
+    /// seconds one trigger (webhook) delivery attempt may take (default 5)
+    #[argh(option, default = "5")]
+    trigger_timeout: u64,
+    /// longest wait in seconds between trigger delivery attempts (default 300)
+    #[argh(option, default = "300")]
+    trigger_retry_max: u64,
 }
 
 fn main() -> ExitCode {
@@ -203,6 +209,11 @@ fn serve(args: ServerArgs) -> Result<(), String> {
     let settings = Settings {
         pickup_timeout: Duration::from_secs(args.pickup_timeout),
         event_timeout: Duration::from_secs(args.event_timeout),
+        triggers: server::triggers::DeliverySettings {
+            timeout: Duration::from_secs(args.trigger_timeout.max(1)),
+            retry_max: Duration::from_secs(args.trigger_retry_max.max(1)),
+            ..server::triggers::DeliverySettings::default()
+        },
         ..Settings::default()
     };
     let options = Options {

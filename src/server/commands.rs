@@ -338,15 +338,7 @@ async fn complete(state: &State, instance: &str, input: PutHostCommandCompleteIn
         .fetch_one(&mut *tx)
         .await?;
         if open == 0 {
-            sqlx::query(
-                "UPDATE deployment_targets SET status = 'Succeeded', last_updated = $1 \
-                 WHERE deployment_id = $2 AND instance_name = $3 AND status = 'InProgress'",
-            )
-            .bind(now)
-            .bind(deployment)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+            records::set_target_status(&mut tx, deployment, name, "InProgress", "Succeeded", now).await?;
         }
     }
     tx.commit().await?;

@@ -11,6 +11,7 @@ pub mod control;
 pub mod http;
 pub mod orchestrator;
 pub mod store;
+pub mod triggers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ pub struct Settings {
     pub event_timeout: Duration,
     /// How often the orchestrator looks at active deployments.
     pub tick: Duration,
+    /// Trigger (webhook) delivery timing.
+    pub triggers: triggers::DeliverySettings,
 }
 
 impl Default for Settings {
@@ -53,6 +56,7 @@ impl Default for Settings {
             pickup_timeout: Duration::from_secs(600),
             event_timeout: Duration::from_secs(3900),
             tick: Duration::from_millis(500),
+            triggers: triggers::DeliverySettings::default(),
         }
     }
 }
@@ -95,6 +99,8 @@ pub async fn run(options: Options) -> Result<(), String> {
     log::info!("bundle store: {recovered:?}");
     let app = http::router(state.clone());
     let orchestrator = tokio::spawn(orchestrator::run(state.clone()));
+    let signing_key = triggers::ensure_signing_key(&state.store, &options.data_dir).await?;
+    let notifier = tokio::spawn(triggers::run(state.clone(), signing_key));
     let handle = axum_server::Handle::new();
     tokio::spawn(shutdown_on_signal(handle.clone()));
     let scheme = if options.tls_cert.is_some() { "https" } else { "http" };
@@ -114,6 +120,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
     orchestrator.abort();
+    notifier.abort();
     served.map_err(|e| format!("serving on {}: {e}", options.listen))
 }
 

@@ -114,6 +114,30 @@ const SCHEMA: &[&str] = &[
         file_name TEXT NOT NULL,
         last_modified BIGINT NOT NULL,
         PRIMARY KEY (bucket, object_key))",
+    // Trigger notifications (webhooks), one row per event per trigger,
+    // written in the transaction of the change that caused the event and
+    // delivered by `server::triggers` until a 2xx. lease_until: a replica
+    // sending it holds it until then (0: nobody); body: the exact JSON sent.
+    "CREATE TABLE IF NOT EXISTS trigger_events (
+        event_id TEXT PRIMARY KEY,
+        deployment_group_id TEXT NOT NULL,
+        deployment_id TEXT NOT NULL,
+        trigger_name TEXT NOT NULL,
+        target_url TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        attempts BIGINT NOT NULL,
+        next_attempt_at BIGINT NOT NULL,
+        lease_until BIGINT NOT NULL,
+        delivered_at BIGINT,
+        last_error TEXT)",
+    "CREATE INDEX IF NOT EXISTS trigger_events_due ON trigger_events (delivered_at, next_attempt_at)",
+    // Secrets every replica shares (e.g. the trigger signing key), made once.
+    "CREATE TABLE IF NOT EXISTS server_secrets (
+        name TEXT PRIMARY KEY,
+        secret TEXT NOT NULL,
+        created_at BIGINT NOT NULL)",
 ];
 
 /// The store.

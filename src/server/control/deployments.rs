@@ -16,8 +16,10 @@ use super::{applications, configs, groups, instances, revisions};
 use crate::server::State;
 use crate::server::api::{ApiError, OpResult};
 use crate::server::orchestrator::records::{self, Deployment, INTERNAL};
+use crate::server::orchestrator::rollback;
 use crate::server::orchestrator::rules::{self, Policy};
 use crate::server::store::{now_millis, wire_time};
+use crate::server::triggers::message::{self, DeploymentEvent};
 
 /// Longest deployment description.
 const MAX_DESCRIPTION: usize = 100;
@@ -218,6 +220,9 @@ pub async fn create_deployment(state: &State, input: Value) -> OpResult {
     }
     let end = (status == "Failed").then_some(now);
     records::record_in_group(&mut tx, &group_id, &id, status, now, end, Some(&revision)).await?;
+    if status == "Failed" {
+        message::emit_deployment(&mut tx, &id, DeploymentEvent::Failure, now).await?;
+    }
     tx.commit().await?;
     log::info!("deployment {id} of {app}/{group_name} created: {status}, {} instances", targets.len());
     if let Err(e) = revisions::record_revision_use(state, &app, &revision, &group_name).await {
@@ -226,7 +231,8 @@ pub async fn create_deployment(state: &State, input: Value) -> OpResult {
     Ok(json!({ "deploymentId": id }))
 }
 
-async fn insert_target(
+/// Stores target `name` of deployment `id` and one Pending command per event.
+pub async fn insert_target(
     conn: &mut AnyConnection,
     id: &str,
     name: &str,
@@ -410,9 +416,16 @@ pub async fn list_deployments(state: &State, input: Value) -> OpResult {
 /// yet are Skipped, those an agent holds are Failed (an acknowledgement
 /// then answers Failed, and a late completion changes nothing); the
 /// instances not started are Skipped, those in flight Failed; the group is
-/// released. `autoRollbackEnabled` is accepted; no rollback is made.
+/// released. Then, in the same transaction, the rollback: with
+/// `autoRollbackEnabled` true always, false never, absent when the
+/// deployment's autoRollbackConfiguration has DEPLOYMENT_STOP_ON_REQUEST.
 pub async fn stop_deployment(state: &State, input: Value) -> OpResult {
     let id = deployment_id(&input)?;
+    let wants_rollback = match input.get("autoRollbackEnabled") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => return Err(type_error("autoRollbackEnabled", other, "true or false")),
+    };
     let mut conn = state.store.pool.acquire().await?;
     let deployment = require_deployment(&mut conn, &id).await?;
     drop(conn);
@@ -437,19 +450,24 @@ pub async fn stop_deployment(state: &State, input: Value) -> OpResult {
     .execute(&mut *tx)
     .await?;
     records::skip_open_commands(&mut tx, &id, None, now).await?;
-    let in_flight = sqlx::query(
-        "UPDATE deployment_targets SET status = 'Failed', last_updated = $1 WHERE deployment_id = $2 AND status = 'InProgress'",
-    )
-    .bind(now)
-    .bind(&id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let mut in_flight = 0;
+    for target in records::targets_of(&mut tx, &id).await?.iter().filter(|t| t.status == "InProgress") {
+        if records::set_target_status(&mut tx, &id, &target.instance_name, "InProgress", "Failed", now).await? {
+            in_flight += 1;
+        }
+    }
     records::skip_pending_targets(&mut tx, &id, now).await?;
+    message::emit_deployment(&mut tx, &id, DeploymentEvent::Stop, now).await?;
+    let roll = wants_rollback.unwrap_or_else(|| rollback::configured_for(&deployment.doc, rollback::ON_STOP_REQUEST));
+    let rolled = match roll {
+        true => rollback::roll_back(&mut tx, &id, "was stopped", now).await?,
+        false => None,
+    };
     tx.commit().await?;
     log::info!("deployment {id}: stopped ({in_flight} instances were in flight)");
-    Ok(json!({
-        "status": "Succeeded",
-        "statusMessage": format!("{message}; {in_flight} instances in flight were failed, the others skipped"),
-    }))
+    let mut status_message = format!("{message}; {in_flight} instances in flight were failed, the others skipped");
+    if let Some(rollback) = rolled {
+        status_message.push_str(&format!("; rollback deployment {rollback} created"));
+    }
+    Ok(json!({ "status": "Succeeded", "statusMessage": status_message }))
 }

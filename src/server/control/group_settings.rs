@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::tags::{parse_tag_filters, parse_tag_set, parse_tags, tags_json};
 use super::validate::{opt_array, opt_enum, opt_object, opt_str, type_error};
 use crate::server::api::ApiError;
+use crate::server::triggers::message::is_webhook;
 
 /// Most triggers of one group (AWS: 10).
 pub const MAX_TRIGGERS: usize = 10;
@@ -171,10 +172,34 @@ fn triggers_json(triggers: &[Value]) -> Result<Value, ApiError> {
         let name = name.ok_or_else(|| invalid_trigger(format!("trigger {trigger} has no triggerName")))?;
         let target = opt_str(trigger, "triggerTargetArn")?.filter(|t| !t.is_empty());
         let target = target.ok_or_else(|| invalid_trigger(format!("trigger {name:?} has no triggerTargetArn")))?;
+        check_trigger_target(name, target)?;
         let events = enum_list(trigger, "triggerEvents", &TRIGGER_EVENTS, "InvalidTriggerConfigException")?;
         out.push(json!({ "triggerName": name, "triggerTargetArn": target, "triggerEvents": events }));
     }
     Ok(Value::Array(out))
+}
+
+/// An http(s) `triggerTargetArn` is a webhook and must be a usable URL;
+/// anything else (an SNS topic ARN) is kept for compatibility but never
+/// delivered to, which is logged.
+fn check_trigger_target(name: &str, target: &str) -> Result<(), ApiError> {
+    if !is_webhook(target) {
+        log::warn!(
+            "trigger {name:?}: triggerTargetArn {target:?} is not an http(s) URL; it is stored but this server \
+             delivers triggers only to webhooks, so it will never be notified"
+        );
+        return Ok(());
+    }
+    let rest = target.split_once("://").map(|(_, rest)| rest).unwrap_or_default();
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let bad = host.is_empty() || host.contains('@') || target.len() > 2048 || target.chars().any(char::is_whitespace);
+    if bad {
+        return Err(invalid_trigger(format!(
+            "trigger {name:?}: triggerTargetArn {target:?} is not a usable webhook URL (http://host[:port]/path or \
+             https://..., no credentials, no spaces, at most 2048 characters)"
+        )));
+    }
+    Ok(())
 }
 
 /// A list field whose items are each one of `allowed`.
@@ -282,6 +307,10 @@ mod tests {
             (json!({"autoScalingGroups": ["asg"]}), "InvalidAutoScalingGroupException"),
             (
                 json!({"triggerConfigurations": [{"triggerName": "t", "triggerTargetArn": "a", "triggerEvents": ["Nope"]}]}),
+                "InvalidTriggerConfigException",
+            ),
+            (
+                json!({"triggerConfigurations": [{"triggerName": "t", "triggerTargetArn": "https:///x", "triggerEvents": []}]}),
                 "InvalidTriggerConfigException",
             ),
             (json!({"autoRollbackConfiguration": {"events": ["SOMETIMES"]}}), "InvalidAutoRollbackConfigException"),

@@ -11,6 +11,7 @@
 //! carries on from the store.
 
 pub mod records;
+pub mod rollback;
 pub mod rules;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use sqlx::AnyConnection;
 
 use super::State;
 use super::store::{now_millis, wire_time};
+use super::triggers::message::{self, DeploymentEvent};
 use records::{Deployment, Target};
 use rules::{Counts, Outcome};
 
@@ -69,22 +71,14 @@ async fn advance(state: &State, id: &str) -> Result<(), sqlx::Error> {
         log::error!("deployment {id} has no stored policy; failing it");
         let error = json!({"code": "INTERNAL_ERROR", "message": "the deployment's stored plan is damaged"});
         records::skip_pending_targets(&mut tx, id, now).await?;
-        records::finish_deployment(&mut tx, &deployment, "Failed", Some(error), now).await?;
+        end(&mut tx, &deployment, "Failed", Some(error), now).await?;
         return tx.commit().await;
     };
     enforce_deadlines(state, &mut tx, id, now).await?;
     let targets = records::targets_of(&mut tx, id).await?;
     let step = rules::decide(&policy, &count(&targets));
     for target in targets.iter().filter(|t| t.status == "Pending").take(step.start) {
-        sqlx::query(
-            "UPDATE deployment_targets SET status = 'InProgress', last_updated = $1 \
-             WHERE deployment_id = $2 AND instance_name = $3 AND status = 'Pending'",
-        )
-        .bind(now)
-        .bind(id)
-        .bind(&target.instance_name)
-        .execute(&mut *tx)
-        .await?;
+        records::set_target_status(&mut tx, id, &target.instance_name, "Pending", "InProgress", now).await?;
         log::info!("deployment {id}: started instance {}", target.instance_name);
     }
     if step.skip_pending {
@@ -95,11 +89,31 @@ async fn advance(state: &State, id: &str) -> Result<(), sqlx::Error> {
             Outcome::Succeeded => ("Succeeded", None),
             Outcome::Failed { code, message } => ("Failed", Some(json!({"code": code, "message": message}))),
         };
-        if records::finish_deployment(&mut tx, &deployment, status, error, now).await? {
-            log::info!("deployment {id}: {status}");
-        }
+        end(&mut tx, &deployment, status, error, now).await?;
     }
     tx.commit().await
+}
+
+/// Ends the deployment (rule 11), queues its trigger event and, when it
+/// failed and its configuration asks for it, creates its rollback.
+async fn end(
+    conn: &mut AnyConnection,
+    deployment: &Deployment,
+    status: &str,
+    error: Option<serde_json::Value>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    if !records::finish_deployment(conn, deployment, status, error, now).await? {
+        return Ok(());
+    }
+    log::info!("deployment {}: {status}", deployment.id);
+    if let Some(event) = DeploymentEvent::of_end(status) {
+        message::emit_deployment(conn, &deployment.id, event, now).await?;
+    }
+    if status == "Failed" && rollback::configured_for(&deployment.doc, rollback::ON_FAILURE) {
+        rollback::roll_back(conn, &deployment.id, "failed", now).await?;
+    }
+    Ok(())
 }
 
 /// Created → InProgress, with startTime.
@@ -115,6 +129,7 @@ async fn begin(conn: &mut AnyConnection, deployment: &mut Deployment, now: i64) 
     deployment.status = "InProgress".into();
     let (group, create) = (&deployment.group_id, deployment.create_time);
     records::record_in_group(conn, group, &deployment.id, "InProgress", create, None, None).await?;
+    message::emit_deployment(conn, &deployment.id, DeploymentEvent::Start, now).await?;
     log::info!("deployment {}: in progress", deployment.id);
     Ok(())
 }
@@ -134,15 +149,7 @@ async fn enforce_deadlines(state: &State, conn: &mut AnyConnection, id: &str, no
     for target in in_flight {
         let own: Vec<&records::Command> = commands.iter().filter(|c| c.instance_name == target.instance_name).collect();
         let Some(i) = own.iter().position(|c| !c.state.lets_next_run()) else {
-            sqlx::query(
-                "UPDATE deployment_targets SET status = 'Succeeded', last_updated = $1 \
-                 WHERE deployment_id = $2 AND instance_name = $3 AND status = 'InProgress'",
-            )
-            .bind(now)
-            .bind(id)
-            .bind(&target.instance_name)
-            .execute(&mut *conn)
-            .await?;
+            records::set_target_status(conn, id, &target.instance_name, "InProgress", "Succeeded", now).await?;
             continue;
         };
         let current = own[i];

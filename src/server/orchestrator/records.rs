@@ -10,6 +10,7 @@ use sqlx::AnyConnection;
 
 use super::rules::{CommandState, Policy};
 use crate::server::store::wire_time;
+use crate::server::triggers::message;
 
 /// Key of the deployment document that holds what only the server needs
 /// (never shown by GetDeployment).
@@ -298,6 +299,39 @@ pub fn diagnostics(error_code: &str, script_name: &str, message: &str, log_tail:
     json!({ "errorCode": error_code, "scriptName": script_name, "message": message, "logTail": log_tail })
 }
 
+/// Moves the target `instance` of `deployment_id` from status `from` to
+/// `to` (one conditional UPDATE), and queues the instance trigger event of
+/// `to` (InstanceStart, InstanceSuccess, InstanceFailure) when it moved.
+/// Returns false when the target was not in `from`.
+pub async fn set_target_status(
+    conn: &mut AnyConnection,
+    deployment_id: &str,
+    instance: &str,
+    from: &str,
+    to: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query(
+        "UPDATE deployment_targets SET status = $1, last_updated = $2 \
+         WHERE deployment_id = $3 AND instance_name = $4 AND status = $5",
+    )
+    .bind(to)
+    .bind(now)
+    .bind(deployment_id)
+    .bind(instance)
+    .bind(from)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        return Ok(false);
+    }
+    if let Some(event) = message::instance_event(to) {
+        message::emit_instance(conn, deployment_id, instance, event, now).await?;
+    }
+    Ok(true)
+}
+
 /// Ends an in-flight instance as Failed: `command` (if still open) is
 /// Failed with `diagnostics`, the events after it Skipped, the target
 /// Failed. Returns false when the target was no longer in flight.
@@ -308,16 +342,6 @@ pub async fn fail_instance(
     command: Option<(&str, &Value)>,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let failed = sqlx::query(
-        "UPDATE deployment_targets SET status = 'Failed', last_updated = $1 \
-         WHERE deployment_id = $2 AND instance_name = $3 AND status = 'InProgress'",
-    )
-    .bind(now)
-    .bind(deployment_id)
-    .bind(instance)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
     if let Some((command_id, diag)) = command {
         sqlx::query(
             "UPDATE host_commands SET status = 'Failed', completed_at = $1, diagnostics = $2 \
@@ -330,7 +354,25 @@ pub async fn fail_instance(
         .await?;
     }
     skip_open_commands(conn, deployment_id, Some(instance), now).await?;
-    Ok(failed == 1)
+    set_target_status(conn, deployment_id, instance, "InProgress", "Failed", now).await
+}
+
+/// Rewrites the document of deployment `id` with `change` (the row is
+/// locked by the caller's transaction).
+pub async fn update_deployment_doc(
+    conn: &mut AnyConnection,
+    id: &str,
+    change: impl FnOnce(&mut Value),
+) -> Result<(), sqlx::Error> {
+    let Some(deployment) = load_deployment(conn, id).await? else { return Ok(()) };
+    let mut doc = deployment.doc;
+    change(&mut doc);
+    sqlx::query("UPDATE deployments SET doc = $1 WHERE deployment_id = $2")
+        .bind(doc.to_string())
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Marks every Pending command of the deployment (of one instance, when
