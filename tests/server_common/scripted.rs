@@ -308,8 +308,7 @@ impl Agents {
         for t in self.threads {
             t.join().expect("agent thread");
         }
-        let specs = self.specs.lock().unwrap().clone();
-        specs
+        self.specs.lock().unwrap().clone()
     }
 }
 
