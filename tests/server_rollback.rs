@@ -81,7 +81,7 @@ impl Drop for RealAgent {
 #[test]
 fn a_failed_deployment_is_rolled_back_to_the_last_good_revision_on_a_real_agent() {
     let server = Server::start("real", &[]);
-    server.ok("CreateApplication", json!({"applicationName": "shop"}));
+    server.application("shop");
     let (config, _) = server.register("kiosk-1", "kiosk");
     server.group("shop", "kiosk", on_failure());
     let work = server.dir.join("work");

@@ -41,7 +41,13 @@ impl Server {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("agents")).expect("creating the test directory");
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        // A shared store (e.g. PostgreSQL) when EDGEDEPLOY_TEST_DATABASE names one.
+        if let Ok(url) = std::env::var("EDGEDEPLOY_TEST_DATABASE")
+            && !extra.iter().any(|a| a == "--database")
+        {
+            extra.extend(["--database".to_string(), url]);
+        }
         let mut server = Server { dir, port, extra, child: None, admin: None };
         server.spawn();
         server
@@ -143,12 +149,17 @@ impl Server {
     /// Application `app` and group `group` over `n` new instances tagged
     /// `fleet=<group>` (`<group>-0` ...), with `settings` added to the group.
     pub fn fleet(&self, app: &str, group: &str, n: usize, settings: Value) -> Vec<Instance> {
-        if let Err(e) = self.call("CreateApplication", json!({"applicationName": app})) {
-            assert_eq!(e.exception(), Some("ApplicationAlreadyExistsException"), "{e}");
-        }
+        self.application(app);
         let instances = (0..n).map(|i| self.register(&format!("{group}-{i}"), group).1).collect();
         self.group(app, group, settings);
         instances
+    }
+
+    /// Creates application `app` unless it exists.
+    pub fn application(&self, app: &str) {
+        if let Err(e) = self.call("CreateApplication", json!({"applicationName": app})) {
+            assert_eq!(e.exception(), Some("ApplicationAlreadyExistsException"), "{e}");
+        }
     }
 
     /// Creates group `group` selecting `fleet=<group>`, with `settings` added.

@@ -153,7 +153,7 @@ fn rollback_doc(
         "deploymentConfigName": copy("deploymentConfigName"),
         "deploymentId": id,
         "revision": revision,
-        "previousRevision": copy("revision"),
+        "previousRevision": good.doc.get("revision").cloned().unwrap_or(Value::Null),
         "createTime": wire_time(now),
         "creator": ROLLBACK_CREATOR,
         "description": format!("Rollback of {}", failed.id),
