@@ -358,3 +358,42 @@ fn a_receiver_down_across_a_server_restart_still_gets_every_event_once() {
     }
     drop(receiver);
 }
+
+#[test]
+fn two_replicas_on_one_database_send_each_event_once() {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let receiver = Receiver::start(0, 200, got.clone());
+    let first = Server::start("replica-a", &[]);
+    let shared = std::env::var("EDGEDEPLOY_TEST_DATABASE")
+        .unwrap_or_else(|_| format!("sqlite://{}?mode=rwc", first.dir.join("edgedeploy.db").display()));
+    let second = Server::start("replica-b", &["--database", &shared]);
+    let wanted = ["DeploymentStart", "DeploymentSuccess", "InstanceStart", "InstanceSuccess"];
+    let settings = json!({"triggerConfigurations": [trigger("twins", &receiver.url(), &wanted)]});
+    let fleet = first.fleet("shop", "twins", 4, settings);
+    let agents = Agents::run(&fleet, scripted::never());
+    let mut ids = Vec::new();
+    for key in ["a.tgz", "b.tgz", "c.tgz"] {
+        let id = first.deploy("shop", "twins", key, json!({}));
+        assert_eq!(second.wait_end(&id, WAIT)["status"], "Succeeded");
+        ids.push(id);
+    }
+    agents.stop();
+    // Per deployment: start, 4 instance starts, 4 instance successes, success.
+    wait_for("every event", Duration::from_secs(30), || delivered(&got).len() >= 30);
+    thread::sleep(Duration::from_secs(2));
+    let all = got.lock().unwrap().clone();
+    let distinct: BTreeSet<String> = all.iter().map(|r| r.json()["eventId"].as_str().unwrap().to_string()).collect();
+    assert_eq!((all.len(), distinct.len()), (30, 30), "each event sent once by one of the replicas");
+    for id in &ids {
+        assert_eq!(all.iter().filter(|r| r.json()["deploymentId"] == id.as_str()).count(), 10, "{id}");
+    }
+    // Both replicas signed with the one key the database holds.
+    let key = std::fs::read_to_string(first.dir.join("trigger-signing-key")).unwrap();
+    assert_eq!(std::fs::read_to_string(second.dir.join("trigger-signing-key")).unwrap(), key);
+    assert!(all.iter().all(|r| r.headers["x-edgedeploy-signature"] == sign(key.trim().as_bytes(), r.body.as_bytes())));
+    let by_first = first.log().matches("delivered to").count();
+    let by_second = second.log().matches("delivered to").count();
+    eprintln!("deliveries: first replica {by_first}, second {by_second}");
+    assert_eq!(by_first + by_second, 30, "first {by_first}, second {by_second}");
+    drop(receiver);
+}
