@@ -18,10 +18,14 @@ const AGENT: &str = env!("CARGO_BIN_EXE_edgedeploy-agent");
 
 /// Every event's hook: records the event; ValidateService sleeps for the
 /// seconds in the bundle's `sleep` file (so a deployment can be caught in
-/// flight).
+/// flight), and fails when the bundle has a `fail` file.
 const HOOK: &str = r#"#!/bin/sh
 echo "$LIFECYCLE_EVENT $DEPLOYMENT_ID" >> "$FLEET_HOME/events"
 if [ "$LIFECYCLE_EVENT" = ValidateService ]; then sleep "$(cat "$(dirname "$0")/../sleep")"; fi
+if [ "$LIFECYCLE_EVENT" = ValidateService ] && [ -f "$(dirname "$0")/../fail" ]; then
+    echo "failing on purpose" >&2
+    exit 7
+fi
 exit 0
 "#;
 
@@ -100,6 +104,11 @@ impl Fleet {
 
     /// Pushes an app whose ValidateService sleeps `sleep` seconds, at key `app/VERSION.tgz`.
     fn push(&self, version: &str, sleep: u32) -> String {
+        self.push_app(version, sleep, false)
+    }
+
+    /// [`Self::push`], with a ValidateService that fails when `fail`.
+    fn push_app(&self, version: &str, sleep: u32, fail: bool) -> String {
         let app = self.server.work_dir().join(format!("app-{version}"));
         fs::create_dir_all(app.join("scripts")).unwrap();
         let mut spec = String::from("version: 0.0\nos: linux\nhooks:\n");
@@ -111,6 +120,9 @@ impl Fleet {
         fs::set_permissions(app.join("scripts/hook.sh"), fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(app.join("sleep"), sleep.to_string()).unwrap();
         fs::write(app.join("version"), version).unwrap();
+        if fail {
+            fs::write(app.join("fail"), "").unwrap();
+        }
         let key = format!("app/{version}.tgz");
         self.ok(&["push", "--application", "shop", "--source", s(&app), "--key", &key, "--description", version]);
         key
@@ -449,6 +461,36 @@ fn deploy_watch_stop_and_rollback_with_real_agents() {
     let info = fleet.deployment(&third);
     assert_eq!(info["revision"]["s3Location"]["key"], v1.as_str());
     assert_eq!(info["status"], "Succeeded");
+
+    // A failing revision: the progress names the event and the script's
+    // error, and the exit status says it failed.
+    let bad = fleet.push_app("bad", 0, true);
+    let out = fleet.run(&[
+        "deploy",
+        "--application",
+        "shop",
+        "--deployment-group",
+        "g",
+        "--bucket",
+        "edgedeploy-bundles",
+        "--key",
+        &bad,
+        "--wait",
+    ]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "a failed deployment exited 0:\n{stdout}");
+    let failed = created_id(&stdout);
+    for dev in ["dev-1", "dev-2"] {
+        assert!(stdout.contains(&format!("  {dev:<24} Failed  ValidateService failed: ScriptFailed: ")), "{stdout}");
+    }
+    assert!(
+        stdout.contains(&format!("{failed}  Failed      pending 0 in-progress 0 succeeded 0 failed 2")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  error: "), "{stdout}");
+    assert!(stderr.contains(&format!("error: deployment {failed} ended Failed")), "{stderr}");
+    let text = fleet.ok(&["get", "target", "dev-1", "--deployment", &failed]);
+    assert!(row(&text, "ValidateService")[1] == "Failed" && text.contains("ScriptFailed"), "{text}");
 
     // stop: a slow deployment caught in flight ends Stopped.
     let v3 = fleet.push("v3", 20);
