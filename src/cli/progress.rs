@@ -133,14 +133,35 @@ pub fn frame(s: &Snapshot, elapsed_secs: u64) -> Vec<String> {
         format!("  {}", table::overview(&s.overview)),
     ];
     let mut t = Table::new(&["INSTANCE", "STATUS", "EVENT", "PROGRESS", "DETAIL"]);
-    for i in &s.instances {
+    let shown = rows_to_show(&s.instances, MAX_ROWS);
+    for i in s.instances.iter().filter(|i| shown.contains(&i.name.as_str())) {
         t.row(vec![i.name.clone(), i.status.clone(), i.event.clone(), bar(i.done, i.total), i.detail.clone()]);
     }
     lines.extend(t.render().lines().map(|l| format!("  {l}")));
+    if shown.len() < s.instances.len() {
+        lines.push(format!(
+            "  ... and {} more instances (all of them: edgedeploy list targets --deployment {})",
+            s.instances.len() - shown.len(),
+            s.id
+        ));
+    }
     if let Some(error) = s.error.as_ref().filter(|_| is_final(&s.status)) {
         lines.push(format!("  error: {error}"));
     }
     lines
+}
+
+/// Most instance rows in the live view: a frame taller than the terminal
+/// cannot be redrawn in place.
+const MAX_ROWS: usize = 30;
+
+/// The names of at most `max` instances to show: those failed or in
+/// progress first, then the others, each in the API's order.
+fn rows_to_show(instances: &[Instance], max: usize) -> Vec<&str> {
+    let busy = |i: &&Instance| i.status == "Failed" || i.status == "InProgress";
+    let first = instances.iter().filter(busy);
+    let rest = instances.iter().filter(|i| !busy(i));
+    first.chain(rest).take(max).map(|i| i.name.as_str()).collect()
 }
 
 /// `[#####....] 5/9`.
@@ -207,6 +228,23 @@ mod tests {
             changes(Some(&a), &b),
             vec![format!("  {:<24} Failed  AfterInstall failed: ScriptFailed: exit 7", "dev-1")]
         );
+    }
+
+    #[test]
+    fn a_large_fleet_shows_the_busy_instances_first_and_counts_the_rest() {
+        let mut many: Vec<(String, &str)> = (0..40).map(|n| (format!("dev-{n}"), "Succeeded")).collect();
+        many[35].1 = "Failed";
+        let instances: Vec<Instance> = many
+            .iter()
+            .map(|(n, st)| Instance { name: n.clone(), status: st.to_string(), ..Instance::default() })
+            .collect();
+        let shown = rows_to_show(&instances, 30);
+        assert_eq!(shown.len(), 30);
+        assert_eq!(shown[0], "dev-35");
+        let s = Snapshot { id: "d-ABCDEFGHI".into(), status: "InProgress".into(), instances, ..Snapshot::default() };
+        let lines = frame(&s, 1);
+        assert_eq!(lines.len(), 2 + 1 + 30 + 1, "{lines:?}");
+        assert!(lines.last().unwrap().contains("and 10 more instances"), "{lines:?}");
     }
 
     #[test]
