@@ -461,6 +461,13 @@ fn deploy_watch_stop_and_rollback_with_real_agents() {
     let info = fleet.deployment(&third);
     assert_eq!(info["revision"]["s3Location"]["key"], v1.as_str());
     assert_eq!(info["status"], "Succeeded");
+    // Again: v2 was undone, and before v1 there is nothing: no deployment.
+    let out = fleet.run(&["rollback", "--application", "shop", "--deployment-group", "g"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("nothing to roll back to"), "{stderr}");
+    let listed = fleet.json(&["list", "deployments", "--application", "shop", "--deployment-group", "g"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
 
     // A failing revision: the progress names the event and the script's
     // error, and the exit status says it failed.

@@ -7,8 +7,9 @@
 //! deployment in progress, stop it with `autoRollbackEnabled`; if the
 //! server starts a rollback deployment, that is the rollback. Otherwise
 //! redeploy the revision of the group's newest successful deployment older
-//! than its latest one whose revision differs from the latest one's (so a
-//! second rollback goes one revision further back).
+//! than its latest one whose revision differs from the latest one's and
+//! that no rollback undid (so a second rollback goes one revision further
+//! back instead of returning to the revision rolled back from).
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,8 @@ use super::table;
 
 /// Deployment statuses that hold the group (a new deployment is refused).
 const ACTIVE: [&str; 5] = ["Created", "Queued", "InProgress", "Baking", "Ready"];
+/// How the description of a rollback deployment made here starts.
+const DESCRIPTION_PREFIX: &str = "rollback of ";
 /// How long `stop --rollback` looks for the server's rollback deployment.
 const ROLLBACK_APPEARS: Duration = Duration::from_secs(3);
 
@@ -138,22 +141,82 @@ fn rollback_target(op: &Operator, application: &str, group: &str) -> Result<(Str
              `edgedeploy list revisions --application {application}`)"
         )
     };
-    let Some(latest_id) = ids.first() else { return Err(none(&format!("{application}/{group} has no deployments"))) };
-    let mut latest: Option<Value> = None;
+    if ids.is_empty() {
+        return Err(none(&format!("{application}/{group} has no deployments")));
+    }
+    let mut seen = Vec::new();
     for chunk in ids.chunks(25) {
-        for d in list::batch_deployments(op, chunk)? {
-            match &latest {
-                None if d["deploymentId"] == *latest_id => latest = Some(d),
-                None => {}
-                Some(l) if d["status"] == "Succeeded" && d["revision"] != l["revision"] => {
-                    return Ok((table::text(&l["deploymentId"]), d));
-                }
-                Some(_) => {}
-            }
+        seen.extend(list::batch_deployments(op, chunk)?);
+        if let Some(target) = choose(&seen) {
+            return Ok((table::text(&seen[0]["deploymentId"]), target.clone()));
         }
     }
-    let latest = latest.map(|l| table::text(&l["deploymentId"])).unwrap_or_default();
+    let latest = seen.first().map(|l| table::text(&l["deploymentId"])).unwrap_or_default();
     Err(none(&format!(
         "no deployment of {application}/{group} before {latest} succeeded with another revision than {latest}'s"
     )))
+}
+
+/// Of a group's deployments, newest first: the newest one after the first
+/// that succeeded with another revision than the first's and that no
+/// rollback undid.
+fn choose(newest_first: &[Value]) -> Option<&Value> {
+    let (latest, older) = newest_first.split_first()?;
+    let undone: Vec<&str> = newest_first.iter().filter_map(rolls_back).collect();
+    older.iter().find(|d| {
+        d["status"] == "Succeeded"
+            && d["revision"] != latest["revision"]
+            && !undone.contains(&d["deploymentId"].as_str().unwrap_or_default())
+    })
+}
+
+/// The deployment that `deployment` rolls back: the server's
+/// `rollbackInfo.rollbackTriggeringDeploymentId`, or the id in the
+/// description this command gives its rollback deployments.
+fn rolls_back(deployment: &Value) -> Option<&str> {
+    if let Some(id) = deployment["rollbackInfo"]["rollbackTriggeringDeploymentId"].as_str() {
+        return Some(id);
+    }
+    let rest = deployment["description"].as_str()?.strip_prefix(DESCRIPTION_PREFIX)?;
+    rest.split(':').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(id: &str, status: &str, key: &str) -> Value {
+        json!({"deploymentId": id, "status": status,
+               "revision": {"revisionType": "S3", "s3Location": {"bucket": "b", "key": key, "bundleType": "tgz"}}})
+    }
+
+    #[test]
+    fn rollback_goes_to_the_last_success_with_another_revision() {
+        // v2 succeeded after v1: back to v1.
+        let history = [d("d-3", "Succeeded", "v2"), d("d-2", "Succeeded", "v1")];
+        assert_eq!(choose(&history).unwrap()["deploymentId"], "d-2");
+        // v2 failed or was stopped: back to the last success, v1.
+        let history = [d("d-3", "Stopped", "v2"), d("d-2", "Failed", "v2"), d("d-1", "Succeeded", "v1")];
+        assert_eq!(choose(&history).unwrap()["deploymentId"], "d-1");
+        // After a rollback from v2 to v1 (d-4), again: past the undone v2
+        // and v1 itself, to v0.
+        let mut rollback = d("d-4", "Succeeded", "v1");
+        rollback["description"] = json!("rollback of d-3: redeploys the revision of d-2");
+        let history =
+            [rollback.clone(), d("d-3", "Succeeded", "v2"), d("d-2", "Succeeded", "v1"), d("d-1", "Succeeded", "v0")];
+        assert_eq!(choose(&history).unwrap()["deploymentId"], "d-1");
+        // The same when the server made the rollback.
+        let mut by_server = d("d-4", "Succeeded", "v1");
+        by_server["rollbackInfo"] = json!({"rollbackTriggeringDeploymentId": "d-3"});
+        let history =
+            [by_server, d("d-3", "Succeeded", "v2"), d("d-2", "Succeeded", "v1"), d("d-1", "Succeeded", "v0")];
+        assert_eq!(choose(&history).unwrap()["deploymentId"], "d-1");
+        // A plain redeploy of v1 is no rollback: back to v2.
+        let history = [d("d-4", "Succeeded", "v1"), d("d-3", "Succeeded", "v2"), d("d-2", "Succeeded", "v1")];
+        assert_eq!(choose(&history).unwrap()["deploymentId"], "d-3");
+        // Only the latest, or only the same revision: nothing.
+        assert!(choose(&[d("d-1", "Succeeded", "v1")]).is_none());
+        assert!(choose(&[d("d-2", "Failed", "v1"), d("d-1", "Succeeded", "v1")]).is_none());
+        assert!(choose(&[]).is_none());
+    }
 }
