@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
+use edgedeploy::cli::commands::{
+    self, DeregisterArgs, GetArgs, ListArgs, RollbackArgs, StopArgs, TagArgs, UntagArgs, WatchArgs,
+};
 use edgedeploy::cli::connect::Operator;
 use edgedeploy::cli::{demo, deploy, push};
 use edgedeploy::server::{self, Options, Settings};
@@ -25,6 +28,14 @@ enum Command {
     Deploy(DeployArgs),
     Demo(DemoArgs),
     RegisterInstance(RegisterInstanceArgs),
+    DeregisterInstance(DeregisterArgs),
+    TagInstance(TagArgs),
+    UntagInstance(UntagArgs),
+    List(ListArgs),
+    Get(GetArgs),
+    Watch(WatchArgs),
+    Stop(StopArgs),
+    Rollback(RollbackArgs),
 }
 
 #[derive(FromArgs)]
@@ -109,6 +120,9 @@ struct DeployArgs {
     /// seconds to wait at most with --wait (default 3600)
     #[argh(option, default = "3600")]
     timeout: u64,
+    /// with --wait: one line per change even on a terminal
+    #[argh(switch)]
+    plain: bool,
     /// the server's data directory (gives endpoint and admin credentials)
     #[argh(option)]
     data_dir: Option<PathBuf>,
@@ -185,6 +199,14 @@ fn main() -> ExitCode {
         Command::Push(args) => push_command(args),
         Command::Deploy(args) => deploy_command(args),
         Command::RegisterInstance(args) => register_instance_command(args),
+        Command::DeregisterInstance(args) => commands::deregister_command(args),
+        Command::TagInstance(args) => commands::tag_command(args),
+        Command::UntagInstance(args) => commands::untag_command(args),
+        Command::List(args) => commands::list_command(args, &mut std::io::stdout()),
+        Command::Get(args) => commands::get_command(args, &mut std::io::stdout()),
+        Command::Watch(args) => commands::watch_command(args),
+        Command::Stop(args) => commands::stop_command(args),
+        Command::Rollback(args) => commands::rollback_command(args),
         Command::Demo(args) => demo::run(
             &demo::DemoOptions {
                 devices: args.devices,
@@ -267,13 +289,8 @@ fn deploy_command(args: DeployArgs) -> Result<(), String> {
     if !args.wait {
         return Ok(());
     }
-    let outcome = deploy::follow(&op, &id, Duration::from_secs(args.timeout), &mut std::io::stdout())?;
-    if outcome.status == "Succeeded" {
-        println!("deployment {id} succeeded");
-        Ok(())
-    } else {
-        Err(format!("deployment {id} ended {}", outcome.status))
-    }
+    let view = if args.plain { deploy::View::Plain } else { deploy::View::for_stdout() };
+    commands::finish(&op, &id, Duration::from_secs(args.timeout), view)
 }
 
 fn register_instance_command(args: RegisterInstanceArgs) -> Result<(), String> {

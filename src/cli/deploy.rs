@@ -1,13 +1,14 @@
 //! `edgedeploy deploy`: create a deployment and, with `--wait`, follow it
-//! to the end: one line per change of the deployment or of an instance.
+//! to the end: on a terminal a live view redrawn in place, else one line
+//! per change of the deployment or of an instance (see `progress`).
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use super::connect::Operator;
+use super::progress::{self, Snapshot};
 
 /// What to deploy.
 #[derive(Debug, Clone, Default)]
@@ -74,85 +75,70 @@ fn newest_revision(op: &Operator, application: &str) -> Result<Value, String> {
         .ok_or_else(|| format!("application {application} has no revision: push one first (edgedeploy push)"))
 }
 
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// One line per change (logs, pipes).
+    Plain,
+    /// The whole picture, redrawn in place (a terminal).
+    Live,
+}
+
+impl View {
+    /// [`View::Live`] when stdout is a terminal that understands cursor
+    /// movement (not `TERM=dumb`), else [`View::Plain`].
+    pub fn for_stdout() -> View {
+        use std::io::IsTerminal;
+        let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+        if std::io::stdout().is_terminal() && !dumb { View::Live } else { View::Plain }
+    }
+}
+
 /// Follows `deployment_id` until it ends or `timeout` passes, printing
-/// changes to `out`.
+/// changes to `out` (the plain view).
 pub fn follow(op: &Operator, deployment_id: &str, timeout: Duration, out: &mut dyn Write) -> Result<Outcome, String> {
-    let deadline = Instant::now() + timeout;
-    let mut last_summary = String::new();
-    let mut last_instances: BTreeMap<String, String> = BTreeMap::new();
+    follow_with(op, deployment_id, timeout, out, View::Plain)
+}
+
+/// Follows `deployment_id` with the given view.
+pub fn follow_with(
+    op: &Operator,
+    deployment_id: &str,
+    timeout: Duration,
+    out: &mut dyn Write,
+    view: View,
+) -> Result<Outcome, String> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut last: Option<Snapshot> = None;
+    let mut drawn = 0;
     loop {
-        let info = op.call("GetDeployment", json!({ "deploymentId": deployment_id }))?["deploymentInfo"].clone();
-        let status = info["status"].as_str().unwrap_or("Unknown").to_string();
-        let summary = format!("{deployment_id}  {status:<11} {}", overview(&info["deploymentOverview"]));
-        if summary != last_summary {
-            let _ = writeln!(out, "{summary}");
-            last_summary = summary;
-        }
-        for (instance, line) in instance_lines(op, deployment_id)? {
-            if last_instances.get(&instance) != Some(&line) {
-                let _ = writeln!(out, "  {instance:<24} {line}");
-                last_instances.insert(instance, line);
+        let now = progress::snapshot(op, deployment_id)?;
+        match view {
+            View::Plain => {
+                for line in progress::changes(last.as_ref(), &now) {
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+            View::Live => {
+                let lines = progress::frame(&now, start.elapsed().as_secs());
+                let _ = write!(out, "{}", progress::redraw(drawn, &lines));
+                drawn = lines.len();
             }
         }
-        if matches!(status.as_str(), "Succeeded" | "Failed" | "Stopped") {
-            if let Some(message) = info["errorInformation"]["message"].as_str() {
-                let code = info["errorInformation"]["code"].as_str().unwrap_or("");
-                let _ = writeln!(out, "  error: {code}: {message}");
-            }
-            return Ok(Outcome { deployment_id: deployment_id.to_string(), status });
+        let _ = out.flush();
+        if progress::is_final(&now.status) {
+            return Ok(Outcome { deployment_id: deployment_id.to_string(), status: now.status });
         }
         if Instant::now() > deadline {
-            return Err(format!("deployment {deployment_id} still {status} after {} s", timeout.as_secs()));
+            return Err(format!(
+                "deployment {deployment_id} still {} after {} s: it goes on; watch it with `edgedeploy watch {deployment_id}` \
+                 or stop it with `edgedeploy stop {deployment_id}`",
+                now.status,
+                timeout.as_secs()
+            ));
         }
+        last = Some(now);
         std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn overview(o: &Value) -> String {
-    let n = |k: &str| o[k].as_i64().unwrap_or(0);
-    format!(
-        "pending {} in-progress {} succeeded {} failed {} skipped {}",
-        n("Pending"),
-        n("InProgress"),
-        n("Succeeded"),
-        n("Failed"),
-        n("Skipped")
-    )
-}
-
-/// Per instance: its status and the event it is at (or the failure).
-fn instance_lines(op: &Operator, deployment_id: &str) -> Result<Vec<(String, String)>, String> {
-    let ids = op.call("ListDeploymentTargets", json!({ "deploymentId": deployment_id }))?["targetIds"].clone();
-    let ids: Vec<Value> = ids.as_array().cloned().unwrap_or_default();
-    let mut lines = Vec::new();
-    for chunk in ids.chunks(25) {
-        let output =
-            op.call("BatchGetDeploymentTargets", json!({ "deploymentId": deployment_id, "targetIds": chunk }))?;
-        for target in output["deploymentTargets"].as_array().into_iter().flatten() {
-            let t = &target["instanceTarget"];
-            let name = t["targetId"].as_str().unwrap_or("?").to_string();
-            lines.push((name, describe_target(t)));
-        }
-    }
-    Ok(lines)
-}
-
-fn describe_target(t: &Value) -> String {
-    let status = t["status"].as_str().unwrap_or("Unknown");
-    let events = t["lifecycleEvents"].as_array().cloned().unwrap_or_default();
-    let current =
-        events.iter().find(|e| e["status"] == "InProgress").or_else(|| events.iter().find(|e| e["status"] == "Failed"));
-    match current {
-        Some(e) if e["status"] == "Failed" => {
-            let d = &e["diagnostics"];
-            format!(
-                "{status}  {} failed: {}: {}",
-                e["lifecycleEventName"].as_str().unwrap_or("?"),
-                d["errorCode"].as_str().unwrap_or("?"),
-                d["message"].as_str().unwrap_or("")
-            )
-        }
-        Some(e) => format!("{status}  {}", e["lifecycleEventName"].as_str().unwrap_or("?")),
-        None => status.to_string(),
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::connect::{Operator, describe};
+use super::connect::Operator;
 use crate::protocol::sigv4::hex;
 
 /// Default bucket of the bundle store.
@@ -56,7 +56,7 @@ pub fn push(
     let key = key.map(str::to_string).unwrap_or_else(|| format!("{application}/{}.tgz", &sha256[..16]));
     bundle.rewind().map_err(|e| e.to_string())?;
     let path = format!("/{bucket}/{key}");
-    let etag = op.client().s3_put(&path, &mut bundle, size, &sha256).map_err(|e| describe("upload", &e))?;
+    let etag = op.client().s3_put(&path, &mut bundle, size, &sha256).map_err(|e| op.describe("upload", &e))?;
     let pushed = Pushed { bucket: bucket.to_string(), key, size, etag, sha256 };
     let mut input = json!({ "applicationName": application, "revision": pushed.revision() });
     if let Some(description) = description {
