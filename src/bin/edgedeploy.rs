@@ -169,6 +169,13 @@ struct ServerArgs {
     /// seconds a picked-up lifecycle event may take (default 3900)
     #[argh(option, default = "3900")]
     event_timeout: u64,
+    /// a git repository for GitHub revisions, NAME=PATH_OR_URL (NAME as in
+    /// gitHubLocation.repository, e.g. acme/shop); repeatable
+    #[argh(option)]
+    git_repository: Vec<String>,
+    /// a directory of git repositories: repository owner/repo is DIR/owner/repo.git
+    #[argh(option)]
+    git_root: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -203,6 +210,7 @@ fn serve(args: ServerArgs) -> Result<(), String> {
     let settings = Settings {
         pickup_timeout: Duration::from_secs(args.pickup_timeout),
         event_timeout: Duration::from_secs(args.event_timeout),
+        git: server::git::Sources::from_flags(&args.git_repository, args.git_root.as_deref())?,
         ..Settings::default()
     };
     let options = Options {

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bundles;
 pub mod commands;
 pub mod control;
+pub mod git;
 pub mod http;
 pub mod orchestrator;
 pub mod store;
@@ -36,7 +37,7 @@ pub struct Options {
     pub settings: Settings,
 }
 
-/// Timing rules of the orchestrator.
+/// Timing rules of the orchestrator, and where git revisions come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// A lifecycle event not picked up by its instance within this fails the instance.
@@ -45,6 +46,8 @@ pub struct Settings {
     pub event_timeout: Duration,
     /// How often the orchestrator looks at active deployments.
     pub tick: Duration,
+    /// The git repositories GitHub revisions are resolved from (`docs/revisions.md`).
+    pub git: git::Sources,
 }
 
 impl Default for Settings {
@@ -53,6 +56,7 @@ impl Default for Settings {
             pickup_timeout: Duration::from_secs(600),
             event_timeout: Duration::from_secs(3900),
             tick: Duration::from_millis(500),
+            git: git::Sources::default(),
         }
     }
 }
