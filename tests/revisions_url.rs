@@ -1,0 +1,1 @@
+//! URL revisions (placeholder, filled below).
