@@ -326,3 +326,60 @@ fn a_wrong_sha256_fails_download_bundle_with_both_digests_and_installs_nothing()
         .collect();
     assert!(leftovers.is_empty(), "bundle files left: {leftovers:?}");
 }
+
+/// Runs a boto3 `script` (after server_common's PRELUDE) as the admin, with
+/// `AWS_DATA_PATH` set to `models` when given.
+fn boto3_with_models(server: &ServerProcess, script: &str, models: Option<&Path>) -> std::process::Output {
+    let mut command = Command::new("python3");
+    command
+        .arg("-c")
+        .arg(format!("{}\n{}", server_common::PRELUDE, server_common::dedent(script)))
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_DATA_PATH")
+        .env("AWS_SHARED_CREDENTIALS_FILE", server.admin_credentials_file())
+        .env("AWS_CONFIG_FILE", server.work_dir().join("no-aws-config"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("ENDPOINT", server.endpoint());
+    if let Some(models) = models {
+        command.env("AWS_DATA_PATH", models);
+    }
+    command.output().expect("running python3 with boto3")
+}
+
+#[test]
+fn the_extended_model_of_the_docs_lets_boto3_send_url_revisions() {
+    let server = ServerProcess::start();
+    let client = admin(&server);
+    call_ok(&client, "CreateApplication", json!({ "applicationName": "shop" }));
+    let models = server.work_dir().join("models");
+    let model_dir = models.join("codedeploy/2014-10-06");
+    fs::create_dir_all(&model_dir).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/url-revision-model.py");
+    let out = Command::new("python3").arg(script).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fs::write(model_dir.join("service-2.json"), &out.stdout).unwrap();
+
+    let sha = sha256_hex(b"bundle");
+    let script = format!(
+        r#"
+        cd = client(parameter_validation=True)
+        rev = dict(revisionType="URL", urlLocation=dict(url="https://cdn.example/shop-1.tgz", sha256="{sha}", bundleType="tgz"))
+        cd.register_application_revision(applicationName="shop", revision=rev)
+        emit(cd.get_application_revision(applicationName="shop", revision=rev)["revision"])
+        "#
+    );
+    let stock = boto3_with_models(&server, &script, None);
+    assert!(!stock.status.success());
+    assert!(
+        String::from_utf8_lossy(&stock.stderr).contains("urlLocation"),
+        "{}",
+        String::from_utf8_lossy(&stock.stderr)
+    );
+    let extended = boto3_with_models(&server, &script, Some(&models));
+    let stdout = String::from_utf8_lossy(&extended.stdout);
+    assert!(extended.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&extended.stderr));
+    let revision: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(revision, url_revision("https://cdn.example/shop-1.tgz", &sha, "tgz"));
+}
