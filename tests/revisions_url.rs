@@ -383,3 +383,124 @@ fn the_extended_model_of_the_docs_lets_boto3_send_url_revisions() {
     let revision: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
     assert_eq!(revision, url_revision("https://cdn.example/shop-1.tgz", &sha, "tgz"));
 }
+
+/// An HTTP proxy as ureq uses it: `CONNECT host:port` opens a tunnel (also
+/// for plain http), absolute-form requests are forwarded; one upstream per
+/// connection, requests forwarded in order (bodies by Content-Length),
+/// answers piped back. It records every request line it sees, including
+/// those inside a tunnel.
+struct Proxy {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    fn start() -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let log = log.clone();
+                std::thread::spawn(move || proxy_connection(client, &log));
+            }
+        });
+        Proxy { port, seen }
+    }
+}
+
+/// One request head, through its blank line.
+fn read_head(reader: &mut impl BufRead) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line.trim().is_empty() {
+            return Some(head);
+        }
+    }
+}
+
+/// Connects to `authority` and pipes its answers back to `client`.
+fn open_upstream(authority: &str, client: &TcpStream) -> Option<TcpStream> {
+    let stream = TcpStream::connect(authority).ok()?;
+    let (mut from, mut to) = (stream.try_clone().ok()?, client.try_clone().ok()?);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+    Some(stream)
+}
+
+fn proxy_connection(client: TcpStream, seen: &Mutex<Vec<String>>) {
+    use std::io::Read;
+    let Ok(reader) = client.try_clone() else { return };
+    let mut reader = BufReader::new(reader);
+    let mut upstream: Option<TcpStream> = None;
+    while let Some(mut head) = read_head(&mut reader) {
+        let line = head.lines().next().unwrap_or_default().to_string();
+        seen.lock().unwrap().push(line.clone());
+        if let Some(authority) = line.strip_prefix("CONNECT ").and_then(|r| r.split(' ').next()) {
+            let Ok(mut answer) = client.try_clone() else { return };
+            // The answer goes out before the upstream's bytes can.
+            if answer.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").is_err() {
+                return;
+            }
+            upstream = open_upstream(authority, &client);
+            continue;
+        }
+        let mut parts = line.split(' ');
+        let (Some(method), Some(uri), Some(version)) = (parts.next(), parts.next(), parts.next()) else { return };
+        if let Some(rest) = uri.strip_prefix("http://") {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            if upstream.is_none() {
+                upstream = open_upstream(authority, &client);
+            }
+            let path = if path.is_empty() { "/" } else { path };
+            head = head.replacen(&line, &format!("{method} {path} {version}"), 1);
+        }
+        let Some(out) = upstream.as_mut() else { return };
+        let length: u64 = head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(n, _)| n.trim().eq_ignore_ascii_case("content-length")))
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0);
+        if out.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        match std::io::copy(&mut (&mut reader).take(length), out) {
+            Ok(n) if n == length => {}
+            _ => return,
+        }
+    }
+}
+
+#[test]
+fn a_url_download_goes_through_proxy_uri() {
+    let server = ServerProcess::start();
+    let dir = server.work_dir().join("web");
+    let dest = dir.join("dest");
+    let spec = appspec(&dest, "");
+    let tgz = bundle(&dir, &[("appspec.yml", spec.as_bytes()), ("app/p.txt", b"via proxy\n")], true);
+    let sha = sha256_hex(&tgz);
+    let web = HttpServer::start(HashMap::from([("/p.tgz".to_string(), tgz)]));
+    let proxy = Proxy::start();
+    let client = admin(&server);
+    let device = onboard(&server, &client, "proxy", &format!("proxy_uri: http://127.0.0.1:{}\n", proxy.port));
+    let agent = Agent::start(&device);
+    let url = web.url("/p.tgz");
+    let id = create_deployment(&client, &device, &url_revision(&url, &sha, "tgz")).unwrap();
+    let info = wait_for_end(&client, &id, Duration::from_secs(120));
+    assert_eq!(info["status"], "Succeeded", "{info}\n{}", agent.logs());
+    assert_eq!(fs::read_to_string(dest.join("p.txt")).unwrap(), "via proxy\n");
+    let seen = proxy.seen.lock().unwrap().clone();
+    let through = seen.contains(&format!("GET {url} HTTP/1.1"))
+        || (seen.contains(&format!("CONNECT 127.0.0.1:{} HTTP/1.1", web.port))
+            && seen.contains(&"GET /p.tgz HTTP/1.1".to_string()));
+    assert!(through, "the bundle GET did not go through the proxy: {seen:#?}");
+    assert_eq!(web.requests().len(), 1);
+}
