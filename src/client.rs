@@ -102,18 +102,8 @@ impl Client {
     /// A client for `endpoint`.
     pub fn new(endpoint: Endpoint, options: &HttpOptions) -> Result<Client, String> {
         let host = host_of(&endpoint.url)?;
-        let mut config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(options.timeout.unwrap_or(Duration::from_secs(60))))
-            .max_redirects(0);
-        if let Some(proxy) = &options.proxy {
-            let proxy = ureq::Proxy::new(proxy).map_err(|e| format!("proxy_uri {proxy:?}: {e}"))?;
-            config = config.proxy(Some(proxy));
-        }
-        if endpoint.url.starts_with("https://") {
-            config = tls::configure(config, options.ca_bundle.as_deref())?;
-        }
-        Ok(Client { agent: config.build().into(), endpoint, host })
+        let agent = build_agent(options, endpoint.url.starts_with("https://"), 0)?;
+        Ok(Client { agent, endpoint, host })
     }
 
     /// The endpoint.
@@ -232,6 +222,37 @@ impl Client {
         let bytes = response.body_mut().with_config().limit(MAX_JSON_RESPONSE).read_to_vec().unwrap_or_default();
         if (200..300).contains(&status) { Ok(etag) } else { Err(classify(status, &bytes)) }
     }
+}
+
+/// Redirects a plain download follows (a mirror or CDN may redirect).
+const WEB_REDIRECTS: u32 = 5;
+
+/// A plain HTTP agent for downloads from `url` (URL revisions): the same
+/// proxy, CA bundle and deadline as the service's client, no signing,
+/// up to 5 redirects.
+pub fn web_agent(url: &str, options: &HttpOptions) -> Result<ureq::Agent, String> {
+    let https = url.starts_with("https://");
+    if !https && !url.starts_with("http://") {
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
+    }
+    build_agent(options, https, WEB_REDIRECTS)
+}
+
+/// One ureq agent: statuses as answers (not errors), the deadline, the
+/// proxy, TLS with the CA bundle when `https`.
+fn build_agent(options: &HttpOptions, https: bool, max_redirects: u32) -> Result<ureq::Agent, String> {
+    let mut config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(options.timeout.unwrap_or(Duration::from_secs(60))))
+        .max_redirects(max_redirects);
+    if let Some(proxy) = &options.proxy {
+        let proxy = ureq::Proxy::new(proxy).map_err(|e| format!("proxy_uri {proxy:?}: {e}"))?;
+        config = config.proxy(Some(proxy));
+    }
+    if https {
+        config = tls::configure(config, options.ca_bundle.as_deref())?;
+    }
+    Ok(config.build().into())
 }
 
 /// Maps an error answer to its class. JSON bodies carry `__type`; S3's XML

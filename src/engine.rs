@@ -8,7 +8,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use crate::appspec::{AppSpec, FileExistsBehavior, LifecycleEvent};
-use crate::client::Client;
+use crate::client::{self, Client, HttpOptions};
 use crate::config::Config;
 use crate::diagnostic::Diagnostic;
 use crate::fetch;
@@ -40,15 +40,28 @@ pub enum Revision {
         /// Its declared type (tar, tgz or zip).
         bundle_type: BundleType,
     },
-    /// A commit of a GitHub repository (hook environment only: this agent
-    /// does not download GitHub revisions yet).
+    /// A commit of a GitHub repository: downloaded from the archive the
+    /// server made of it (ours); without one it cannot be downloaded.
     GitHub {
         /// `account/repository`.
         repository: String,
         /// Commit id.
         commit_id: String,
+        /// The commit's archive in the bundle store, and its type.
+        archive: Option<(fetch::Object, BundleType)>,
+    },
+    /// A bundle at an http(s) URL (ours), downloaded without signing and
+    /// verified against its SHA-256.
+    Url {
+        /// The URL and the SHA-256 the bundle must have.
+        object: fetch::Object,
+        /// Its declared type (tar, tgz or zip).
+        bundle_type: BundleType,
     },
 }
+
+/// Deadline of one request of a URL download (an interrupted one resumes).
+const URL_DOWNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// One deployment to this device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,16 +157,25 @@ impl<'a> Engine<'a> {
             Revision::LocalDirectory { path } => {
                 unpack::unpack(path, BundleType::Directory, &partial, &self.config.unpack)
             }
-            Revision::S3 { object, bundle_type } => {
-                let client = self.s3.ok_or("no bundle store is configured (s3_endpoint_override)")?;
-                let options = fetch::Options { max_bytes: self.config.max_bundle_bytes, boot_id: self.boot_id.clone() };
-                fetch::download(client, object, &dir, &options).map_err(|e| e.to_string())?;
+            Revision::S3 { object, bundle_type } | Revision::GitHub { archive: Some((object, bundle_type)), .. } => {
+                let transport = fetch::Transport { store: self.s3, web: None };
+                self.fetch(transport, object, &dir)?;
                 unpack::unpack(&dir.join(fetch::BUNDLE_FILE), *bundle_type, &partial, &self.config.unpack)
             }
-            Revision::GitHub { repository, commit_id } => {
+            Revision::Url { object, bundle_type } => {
+                let options = HttpOptions {
+                    proxy: self.config.proxy_uri.clone(),
+                    ca_bundle: self.config.ca_bundle.clone(),
+                    timeout: Some(URL_DOWNLOAD_TIMEOUT),
+                };
+                let web = client::web_agent(&object.path(), &options)?;
+                self.fetch(fetch::Transport { store: None, web: Some(&web) }, object, &dir)?;
+                unpack::unpack(&dir.join(fetch::BUNDLE_FILE), *bundle_type, &partial, &self.config.unpack)
+            }
+            Revision::GitHub { repository, commit_id, archive: None } => {
                 return Err(format!(
-                    "GitHub revisions ({repository} at {commit_id}) cannot be downloaded by this agent yet; \
-                     deploy the revision from S3 or the bundle store"
+                    "GitHub revision {repository} at {commit_id} comes without an archive: this agent downloads \
+                     GitHub revisions only from a server that archived the commit (see docs/revisions.md)"
                 ));
             }
         }
@@ -169,6 +191,12 @@ impl<'a> Engine<'a> {
         state::apply_retention(&self.root, &d.group_id, self.config.max_revisions, &dir).map_err(|e| e.to_string())?;
         AppSpec::load(&archive, &d.appspec_filename).map_err(|e| e.to_string())?;
         Ok(Diagnostic::success(format!("unpacked {} entries, {} bytes", report.entries, report.bytes)))
+    }
+
+    /// Downloads `object` into `dir/bundle.tar`.
+    fn fetch(&self, transport: fetch::Transport<'_>, object: &fetch::Object, dir: &Path) -> Result<(), String> {
+        let options = fetch::Options { max_bytes: self.config.max_bundle_bytes, boot_id: self.boot_id.clone() };
+        fetch::download(transport, object, dir, &options).map(drop).map_err(|e| e.to_string())
     }
 
     /// Install: files per the AppSpec, then this deployment becomes the
@@ -231,16 +259,24 @@ pub fn hook_environment(d: &Deployment) -> Vec<(String, String)> {
         }
         // As CodeDeploy: the S3 location, version and ETag when known.
         Revision::S3 { object, .. } => {
-            add("BUNDLE_BUCKET", &object.bucket);
-            add("BUNDLE_KEY", &object.key);
-            if let Some(version) = &object.version {
-                add("BUNDLE_VERSION", version);
+            if let fetch::Location::Store { bucket, key, version } = &object.location {
+                add("BUNDLE_BUCKET", bucket);
+                add("BUNDLE_KEY", key);
+                if let Some(version) = version {
+                    add("BUNDLE_VERSION", version);
+                }
             }
             if let Some(etag) = &object.etag {
                 add("BUNDLE_ETAG", etag);
             }
         }
         Revision::GitHub { commit_id, .. } => add("BUNDLE_COMMIT", commit_id),
+        Revision::Url { object, .. } => {
+            add("BUNDLE_URL", &object.path());
+            if let Some(sha256) = &object.sha256 {
+                add("BUNDLE_SHA256", sha256);
+            }
+        }
     }
     env
 }

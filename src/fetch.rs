@@ -1,6 +1,8 @@
-//! Downloads a bundle from an S3-compatible store (path-style `GET
-//! /bucket/key`, signed with service `s3`) into a deployment directory,
-//! resumably and in bounded memory, and verifies it.
+//! Downloads a bundle into a deployment directory, resumably and in
+//! bounded memory, and verifies it. The bundle is an object of an
+//! S3-compatible store (path-style `GET /bucket/key`, signed with service
+//! `s3`), or an http(s) URL (a URL revision: unsigned, through the same
+//! proxy and CA bundle).
 //!
 //! Steps (`docs/agent.md` has the crash table):
 //! 1. A complete, verified download of the same object is reused.
@@ -11,9 +13,12 @@
 //!    `If-Range: <etag>`: a 206 appends, a 200 (the object changed) starts
 //!    over. N is the part's length when the boot is the same (the page cache
 //!    survived an agent crash), else the last durable count (power cut).
+//!    A URL resumes the same way when its server sent an ETag; without one
+//!    the download starts over.
 //! 4. The ETag must equal the deployment's when it names one; the SHA-256
 //!    must equal the deployment's `Sha256` when it names one (hashed while
-//!    streaming; a resumed part is re-hashed first).
+//!    streaming; a resumed part is re-hashed first). A URL revision always
+//!    names one.
 //! 5. The part is synced, `download.json` marked complete, the part renamed
 //!    to `bundle.tar` and the directory synced.
 //!
@@ -49,15 +54,27 @@ pub const MAX_STALLED_ATTEMPTS: u32 = 4;
 /// Largest error body read.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 
-/// The object to download and what it must be.
+/// Where a bundle is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An object of an S3-compatible store: requests signed (SigV4, `s3`).
+    Store {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Object version, when the deployment names one (not sent yet: see docs/agent.md).
+        version: Option<String>,
+    },
+    /// An http(s) URL: requests not signed.
+    Url(String),
+}
+
+/// The bundle to download and what it must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
-    /// Bucket.
-    pub bucket: String,
-    /// Key.
-    pub key: String,
-    /// Object version, when the deployment names one (not sent yet: see docs/agent.md).
-    pub version: Option<String>,
+    /// Where it is.
+    pub location: Location,
     /// Expected ETag, when the deployment names one.
     pub etag: Option<String>,
     /// Expected SHA-256 (hex), when the deployment names one.
@@ -65,10 +82,28 @@ pub struct Object {
 }
 
 impl Object {
-    /// `/bucket/key`.
-    pub fn path(&self) -> String {
-        format!("/{}/{}", self.bucket, self.key)
+    /// An object of the bundle store, nothing expected of it yet.
+    pub fn in_store(bucket: &str, key: &str) -> Object {
+        let location = Location::Store { bucket: bucket.into(), key: key.into(), version: None };
+        Object { location, etag: None, sha256: None }
     }
+
+    /// `/bucket/key`, or the URL: for messages.
+    pub fn path(&self) -> String {
+        match &self.location {
+            Location::Store { bucket, key, .. } => format!("/{bucket}/{key}"),
+            Location::Url(url) => url.clone(),
+        }
+    }
+}
+
+/// What the requests of a download go through.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Transport<'a> {
+    /// The bundle store's client, for [`Location::Store`].
+    pub store: Option<&'a Client>,
+    /// A plain HTTP agent (proxy, CA bundle, no signing), for [`Location::Url`].
+    pub web: Option<&'a ureq::Agent>,
 }
 
 /// Download settings.
@@ -101,6 +136,15 @@ pub struct Report {
 pub enum FetchError {
     /// The store answered with an error (no such key, refused credentials...).
     Service(CallError),
+    /// The server of a URL answered with an error.
+    Http {
+        /// The URL.
+        url: String,
+        /// The error.
+        error: CallError,
+    },
+    /// Nothing to send the request with (no bundle store configured).
+    NoTransport(String),
     /// The bundle is larger than `max_bundle_bytes`.
     TooLarge {
         /// Its size, or how much was received when the size was unknown.
@@ -117,6 +161,8 @@ pub enum FetchError {
     },
     /// The bundle's SHA-256 is not the one the deployment names.
     Sha256Mismatch {
+        /// `/bucket/key` or the URL.
+        source: String,
         /// From the deployment.
         expected: String,
         /// Computed.
@@ -134,14 +180,16 @@ impl fmt::Display for FetchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FetchError::Service(e) => write!(f, "the bundle store refused the download: {e}"),
+            FetchError::Http { url, error } => write!(f, "downloading {url}: {error}"),
+            FetchError::NoTransport(m) => f.write_str(m),
             FetchError::TooLarge { size, limit } => {
                 write!(f, "the bundle is {size} bytes; max_bundle_bytes allows {limit}")
             }
             FetchError::EtagMismatch { expected, got } => {
                 write!(f, "the bundle's ETag is {got:?}, the deployment expects {expected:?} (the object changed)")
             }
-            FetchError::Sha256Mismatch { expected, got } => {
-                write!(f, "the bundle's SHA-256 is {got}, the deployment expects {expected}")
+            FetchError::Sha256Mismatch { source, expected, got } => {
+                write!(f, "the bundle downloaded from {source} has SHA-256 {got}, the deployment expects {expected}")
             }
             FetchError::Incomplete(m) => write!(f, "the download did not complete: {m}"),
             FetchError::Io(e) => write!(f, "{e}"),
@@ -155,12 +203,15 @@ impl std::error::Error for FetchError {}
 /// `download.json`: what is known durable about the part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
-    /// Bucket of the object.
+    /// Bucket of the object (empty for a URL).
     pub bucket: String,
-    /// Key of the object.
+    /// Key of the object (empty for a URL).
     pub key: String,
     /// Version asked for.
     pub version: Option<String>,
+    /// The URL, for a URL revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// ETag (unquoted) of the object the part holds a prefix of.
     pub etag: String,
     /// Bytes of the part known durable (or, when `complete`, the bundle's size).
@@ -172,8 +223,22 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// A record of `bytes` of `object` (whose ETag is `etag`).
+    fn of(object: &Object, etag: &str, bytes: u64, boot_id: &str, complete: bool) -> Progress {
+        let (bucket, key, version, url) = match &object.location {
+            Location::Store { bucket, key, version } => (bucket.clone(), key.clone(), version.clone(), None),
+            Location::Url(url) => (String::new(), String::new(), None, Some(url.clone())),
+        };
+        Progress { bucket, key, version, url, etag: etag.to_string(), bytes, boot_id: boot_id.to_string(), complete }
+    }
+
     fn is_for(&self, object: &Object) -> bool {
-        self.bucket == object.bucket && self.key == object.key && self.version == object.version
+        match &object.location {
+            Location::Store { bucket, key, version } => {
+                self.url.is_none() && self.bucket == *bucket && self.key == *key && self.version == *version
+            }
+            Location::Url(url) => self.url.as_ref() == Some(url),
+        }
     }
 }
 
@@ -278,7 +343,12 @@ pub fn normalize_etag(etag: &str) -> String {
 }
 
 /// Downloads `object` into `dir/bundle.tar` (see the module documentation).
-pub fn download(client: &Client, object: &Object, dir: &Path, options: &Options) -> Result<Report, FetchError> {
+pub fn download(
+    transport: Transport<'_>,
+    object: &Object,
+    dir: &Path,
+    options: &Options,
+) -> Result<Report, FetchError> {
     let files = Files::new(dir);
     if let Some(report) = reuse(&files, object)? {
         return Ok(report);
@@ -290,7 +360,7 @@ pub fn download(client: &Client, object: &Object, dir: &Path, options: &Options)
             return Err(FetchError::Stopped);
         }
         let fetched_before = run.fetched;
-        match attempt(client, object, &files, options, &mut run) {
+        match attempt(transport, object, &files, options, &mut run) {
             Ok(report) => return Ok(report),
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Retry(reason)) => {
@@ -394,9 +464,49 @@ fn reuse(files: &Files, object: &Object) -> Result<Option<Report>, FetchError> {
     Ok(Some(Report { bytes: p.bytes, resumed_at: p.bytes, fetched: 0, etag: p.etag, reused: true }))
 }
 
+/// Sends the GET of `object` with `headers`.
+fn send(
+    transport: Transport<'_>,
+    object: &Object,
+    headers: Vec<(String, String)>,
+) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+    match &object.location {
+        Location::Store { .. } => {
+            let client = transport.store.ok_or_else(|| {
+                FetchError::NoTransport("no bundle store is configured (s3_endpoint_override)".into())
+            })?;
+            let empty = sigv4::sha256_hex(b"");
+            let request = client.s3_request("GET", &object.path(), headers, &empty);
+            request.call().map_err(|e| Failure::Retry(format!("bundle store unreachable: {e}")))
+        }
+        Location::Url(url) => {
+            let agent = transport
+                .web
+                .ok_or_else(|| FetchError::NoTransport(format!("no HTTP client to download {url} with")))?;
+            let mut request = agent.get(url);
+            for (name, value) in &headers {
+                request = request.header(name.as_str(), value.as_str());
+            }
+            request.call().map_err(|e| Failure::Retry(format!("{url} unreachable: {e}")))
+        }
+    }
+}
+
+/// The failure of an error answer (`status`, `body`) to a GET of `object`.
+fn refusal(object: &Object, status: u16, body: &[u8]) -> Failure {
+    match client::classify(status, body) {
+        e @ (CallError::Throttled(_) | CallError::Unreachable(_)) => Failure::Retry(e.to_string()),
+        e @ CallError::Service { status: 500.., .. } => Failure::Retry(e.to_string()),
+        e => Failure::Fatal(match &object.location {
+            Location::Store { .. } => FetchError::Service(e),
+            Location::Url(url) => FetchError::Http { url: url.clone(), error: e },
+        }),
+    }
+}
+
 /// One GET, from where the part ends.
 fn attempt(
-    client: &Client,
+    transport: Transport<'_>,
     object: &Object,
     files: &Files,
     options: &Options,
@@ -405,9 +515,7 @@ fn attempt(
     let progress = files.read_progress();
     let part_len = fs::metadata(&files.part).ok().map(|m| m.len());
     let start = resume_point(progress.as_ref(), object, part_len, &options.boot_id);
-    let empty = sigv4::sha256_hex(b"");
-    let request = client.s3_request("GET", &object.path(), range_headers(&start), &empty);
-    let mut response = request.call().map_err(|e| Failure::Retry(format!("bundle store unreachable: {e}")))?;
+    let mut response = send(transport, object, range_headers(&start))?;
     let status = response.status().as_u16();
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let content_length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
@@ -420,11 +528,7 @@ fn attempt(
         }
         Answer::Error => {
             let body = response.body_mut().with_config().limit(MAX_ERROR_BODY).read_to_vec().unwrap_or_default();
-            return Err(match client::classify(status, &body) {
-                e @ (CallError::Throttled(_) | CallError::Unreachable(_)) => Failure::Retry(e.to_string()),
-                e @ CallError::Service { status: 500.., .. } => Failure::Retry(e.to_string()),
-                e => Failure::Fatal(FetchError::Service(e)),
-            });
+            return Err(refusal(object, status, &body));
         }
     };
     if let Some(expected) = &object.etag
@@ -456,15 +560,7 @@ fn attempt(
     part.seek(SeekFrom::Start(offset)).map_err(io_err(&files.part, "seeking"))?;
     let record = |part: &File, bytes: u64| -> Result<(), Failure> {
         part.sync_data().map_err(io_err(&files.part, "syncing"))?;
-        let progress = Progress {
-            bucket: object.bucket.clone(),
-            key: object.key.clone(),
-            version: object.version.clone(),
-            etag: etag.clone(),
-            bytes,
-            boot_id: options.boot_id.clone(),
-            complete: false,
-        };
+        let progress = Progress::of(object, &etag, bytes, &options.boot_id, false);
         files.write_progress(&progress).map_err(Failure::Fatal)
     };
     record(&part, offset)?;
@@ -527,18 +623,11 @@ fn attempt(
                 run.sha_retry_used = true;
                 return Err(Failure::Retry("SHA-256 mismatch after a resume; downloading again from the start".into()));
             }
-            return Err(FetchError::Sha256Mismatch { expected: expected.trim().to_ascii_lowercase(), got }.into());
+            let expected = expected.trim().to_ascii_lowercase();
+            return Err(FetchError::Sha256Mismatch { source: object.path(), expected, got }.into());
         }
     }
-    let done = Progress {
-        bucket: object.bucket.clone(),
-        key: object.key.clone(),
-        version: object.version.clone(),
-        etag: etag.clone(),
-        bytes: position,
-        boot_id: options.boot_id.clone(),
-        complete: true,
-    };
+    let done = Progress::of(object, &etag, position, &options.boot_id, true);
     files.write_progress(&done)?;
     fs::rename(&files.part, &files.bundle).map_err(io_err(&files.part, "renaming"))?;
     journal::fsync_dir(&files.dir).map_err(io_err(&files.dir, "syncing"))?;
@@ -576,19 +665,11 @@ mod tests {
     use super::*;
 
     fn object(etag: Option<&str>) -> Object {
-        Object { bucket: "b".into(), key: "k.tar".into(), version: None, etag: etag.map(str::to_string), sha256: None }
+        Object { etag: etag.map(str::to_string), ..Object::in_store("b", "k.tar") }
     }
 
     fn progress(bytes: u64, boot: &str) -> Progress {
-        Progress {
-            bucket: "b".into(),
-            key: "k.tar".into(),
-            version: None,
-            etag: "abc".into(),
-            bytes,
-            boot_id: boot.into(),
-            complete: false,
-        }
+        Progress::of(&object(None), "abc", bytes, boot, false)
     }
 
     #[test]
@@ -611,9 +692,13 @@ mod tests {
         let p = progress(10, "b1");
         assert_eq!(resume_point(Some(&p), &object(None), None, "b1").offset, 0);
         assert_eq!(resume_point(None, &object(None), Some(10), "b1").offset, 0);
-        let mut other = object(None);
-        other.key = "other.tar".into();
+        let other = Object::in_store("b", "other.tar");
         assert_eq!(resume_point(Some(&p), &other, Some(10), "b1").offset, 0);
+        let url = Object { location: Location::Url("http://h/k.tar".into()), ..object(None) };
+        assert_eq!(resume_point(Some(&p), &url, Some(10), "b1").offset, 0);
+        let url_progress = Progress::of(&url, "abc", 10, "b1", false);
+        assert_eq!(resume_point(Some(&url_progress), &url, Some(10), "b1").offset, 10);
+        assert_eq!(resume_point(Some(&url_progress), &object(None), Some(10), "b1").offset, 0);
         assert_eq!(resume_point(Some(&p), &object(Some("\"zzz\"")), Some(10), "b1").offset, 0);
         assert_eq!(resume_point(Some(&p), &object(Some("\"abc\"")), Some(10), "b1").offset, 10);
         let done = Progress { complete: true, ..p };

@@ -14,7 +14,7 @@ use crate::fetch;
 use crate::journal;
 use crate::local;
 use crate::protocol::command::{FORMAT_PKCS7_JSON, FORMAT_TEXT_JSON, GetDeploymentSpecificationOutput};
-use crate::protocol::spec::DeploymentSpec;
+use crate::protocol::spec::{DeploymentSpec, S3Revision};
 use crate::state;
 use crate::unpack::BundleType;
 
@@ -70,29 +70,59 @@ fn revision(spec: &DeploymentSpec) -> Result<Revision, String> {
     match r.revision_type.as_str() {
         "S3" => {
             let s3 = r.s3_revision.as_ref().ok_or("RevisionType is S3 but S3Revision is missing")?;
-            let bundle_type = BundleType::from_name(&s3.bundle_type)
-                .filter(|t| *t != BundleType::Directory)
-                .ok_or_else(|| format!("BundleType {:?} is not tar, tgz or zip", s3.bundle_type))?;
-            if s3.bucket.is_empty() || s3.key.is_empty() {
-                return Err("S3Revision needs a Bucket and a Key".into());
-            }
-            let object = fetch::Object {
-                bucket: s3.bucket.clone(),
-                key: s3.key.clone(),
-                version: s3.version.clone(),
-                etag: s3.etag.clone(),
-                sha256: s3.sha256.clone(),
-            };
+            let (object, bundle_type) = store_object("S3Revision", s3)?;
             Ok(Revision::S3 { object, bundle_type })
         }
         "GitHub" => {
             let gh = r.github_revision.as_ref().ok_or("RevisionType is GitHub but GitHubRevision is missing")?;
             let repository =
                 if gh.account.is_empty() { gh.repository.clone() } else { format!("{}/{}", gh.account, gh.repository) };
-            Ok(Revision::GitHub { repository, commit_id: gh.commit_id.clone() })
+            let archive = gh.archive.as_ref().map(|a| store_object("GitHubRevision.Archive", a)).transpose()?;
+            Ok(Revision::GitHub { repository, commit_id: gh.commit_id.clone(), archive })
         }
-        other => Err(format!("RevisionType {other:?} is not supported by this agent (S3 and GitHub are)")),
+        "URL" => {
+            let u = r.url_revision.as_ref().ok_or("RevisionType is URL but UrlRevision is missing")?;
+            let bundle_type = bundle_type(&u.bundle_type)?;
+            if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
+                return Err(format!("UrlRevision.Url {:?} is not an http:// or https:// URL", u.url));
+            }
+            if u.sha256.len() != 64 || !u.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("UrlRevision.Sha256 {:?} is not a SHA-256 (64 hexadecimal digits)", u.sha256));
+            }
+            let object = fetch::Object {
+                location: fetch::Location::Url(u.url.clone()),
+                etag: None,
+                sha256: Some(u.sha256.to_ascii_lowercase()),
+            };
+            Ok(Revision::Url { object, bundle_type })
+        }
+        other => Err(format!("RevisionType {other:?} is not supported by this agent (S3, GitHub and URL are)")),
     }
+}
+
+/// A bundle type of a specification: tar, tgz or zip.
+fn bundle_type(name: &str) -> Result<BundleType, String> {
+    BundleType::from_name(name)
+        .filter(|t| *t != BundleType::Directory)
+        .ok_or_else(|| format!("BundleType {name:?} is not tar, tgz or zip"))
+}
+
+/// The bundle store object an `S3Revision`-shaped field names.
+fn store_object(what: &str, s3: &S3Revision) -> Result<(fetch::Object, BundleType), String> {
+    let bundle_type = bundle_type(&s3.bundle_type)?;
+    if s3.bucket.is_empty() || s3.key.is_empty() {
+        return Err(format!("{what} needs a Bucket and a Key"));
+    }
+    let object = fetch::Object {
+        location: fetch::Location::Store {
+            bucket: s3.bucket.clone(),
+            key: s3.key.clone(),
+            version: s3.version.clone(),
+        },
+        etag: s3.etag.clone(),
+        sha256: s3.sha256.clone(),
+    };
+    Ok((object, bundle_type))
 }
 
 /// Whether the deployment is over once `event` succeeded: the last of its
@@ -214,12 +244,42 @@ mod tests {
         );
         let (spec, _) = decode(output("TEXT/JSON", &gh)).unwrap();
         let d = to_deployment(&spec).unwrap();
-        assert_eq!(d.revision, Revision::GitHub { repository: "acme/shop".into(), commit_id: "c0ffee".into() });
+        assert_eq!(
+            d.revision,
+            Revision::GitHub { repository: "acme/shop".into(), commit_id: "c0ffee".into(), archive: None }
+        );
         let env = crate::engine::hook_environment(&d);
         assert!(env.contains(&("BUNDLE_COMMIT".to_string(), "c0ffee".to_string())));
+        let archived = gh.replace(
+            r#""CommitId":"c0ffee"}"#,
+            r#""CommitId":"c0ffee","Archive":{"Bucket":"edgedeploy-git","Key":"acme/shop/c0ffee.tgz","BundleType":"tgz","Sha256":"ab"}}"#,
+        );
+        let (spec, _) = decode(output("TEXT/JSON", &archived)).unwrap();
+        let Revision::GitHub { archive: Some((object, BundleType::Tgz)), .. } = to_deployment(&spec).unwrap().revision
+        else {
+            panic!("no archive")
+        };
+        assert_eq!(
+            (object.path().as_str(), object.sha256.as_deref()),
+            ("/edgedeploy-git/acme/shop/c0ffee.tgz", Some("ab"))
+        );
         let url = SPEC.replace(r#""RevisionType":"S3""#, r#""RevisionType":"URL""#);
         let (spec, _) = decode(output("TEXT/JSON", &url)).unwrap();
-        assert!(to_deployment(&spec).unwrap_err().contains("\"URL\""));
+        assert!(to_deployment(&spec).unwrap_err().contains("UrlRevision is missing"));
+        let sha = "A".repeat(64);
+        let url = SPEC.replace(
+            r#""RevisionType":"S3""#,
+            &format!(r#""RevisionType":"URL","UrlRevision":{{"Url":"https://cdn/x.zip","Sha256":"{sha}","BundleType":"zip"}}"#),
+        );
+        let (spec, _) = decode(output("TEXT/JSON", &url)).unwrap();
+        let d = to_deployment(&spec).unwrap();
+        let Revision::Url { object, bundle_type: BundleType::Zip } = &d.revision else { panic!("not URL") };
+        assert_eq!(object.sha256.as_deref(), Some("a".repeat(64).as_str()));
+        let env = crate::engine::hook_environment(&d);
+        assert!(env.contains(&("BUNDLE_URL".to_string(), "https://cdn/x.zip".to_string())), "{env:?}");
+        let bad = url.replace("https://cdn/x.zip", "ftp://cdn/x.zip");
+        let (spec, _) = decode(output("TEXT/JSON", &bad)).unwrap();
+        assert!(to_deployment(&spec).unwrap_err().contains("ftp://cdn/x.zip"));
         let dir = SPEC.replace(r#""BundleType":"tgz""#, r#""BundleType":"directory""#);
         let (spec, _) = decode(output("TEXT/JSON", &dir)).unwrap();
         assert!(to_deployment(&spec).is_err());

@@ -189,6 +189,13 @@ struct ServerArgs {
     /// longest wait in seconds between trigger delivery attempts (default 300)
     #[argh(option, default = "300")]
     trigger_retry_max: u64,
+    /// a git repository for GitHub revisions, NAME=PATH_OR_URL (NAME as in
+    /// gitHubLocation.repository, e.g. acme/shop); repeatable
+    #[argh(option)]
+    git_repository: Vec<String>,
+    /// a directory of git repositories: repository owner/repo is DIR/owner/repo.git
+    #[argh(option)]
+    git_root: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -236,6 +243,7 @@ fn serve(args: ServerArgs) -> Result<(), String> {
             retry_max: Duration::from_secs(args.trigger_retry_max.max(1)),
             ..server::triggers::DeliverySettings::default()
         },
+        git: server::git::Sources::from_flags(&args.git_repository, args.git_root.as_deref())?,
         ..Settings::default()
     };
     let options = Options {

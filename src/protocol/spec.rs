@@ -1,7 +1,7 @@
 //! The deployment specification: the JSON inside the GenericEnvelope of
 //! GetDeploymentSpecification, as CodeDeploy sends it, plus our own added
-//! fields (never changed meanings): `Sha256` of an S3 bundle and the `URL`
-//! revision type.
+//! fields (never changed meanings): `Sha256` of an S3 bundle, the `Archive`
+//! of a GitHub commit, and the `URL` revision type.
 
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +95,10 @@ pub struct GitHubRevision {
     pub repository: String,
     /// Commit id.
     pub commit_id: String,
+    /// Where this server keeps the commit's archive (ours): an object of its
+    /// bundle store, downloaded like an S3 revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<S3Revision>,
 }
 
 /// A bundle at an http(s) URL (ours).

@@ -17,7 +17,7 @@ use crate::protocol::command::{
     PutHostCommandCompleteInput,
 };
 use crate::protocol::spec::{
-    AgentActionOverrides, AgentOverrides, DeploymentSpec, GitHubRevision, Revision, S3Revision,
+    AgentActionOverrides, AgentOverrides, DeploymentSpec, GitHubRevision, Revision, S3Revision, UrlRevision,
 };
 
 /// First part of every DeploymentExecutionId of this server.
@@ -202,15 +202,32 @@ pub async fn specification(
             let gh = &location["gitHubLocation"];
             let repository = text(gh, "repository").unwrap_or_default();
             let (account, repo) = repository.split_once('/').unwrap_or(("", &repository));
+            let commit_id = text(gh, "commitId").unwrap_or_default();
+            // Ours: where this server archived the commit (docs/revisions.md).
+            let archive = crate::server::git::spec_archive(conn, &repository, &commit_id).await?;
             Revision {
                 revision_type: "GitHub".into(),
                 s3_revision: None,
                 github_revision: Some(GitHubRevision {
                     account: account.to_string(),
                     repository: repo.to_string(),
-                    commit_id: text(gh, "commitId").unwrap_or_default(),
+                    commit_id,
+                    archive,
                 }),
                 url_revision: None,
+            }
+        }
+        Some("URL") => {
+            let url = &location["urlLocation"];
+            Revision {
+                revision_type: "URL".into(),
+                s3_revision: None,
+                github_revision: None,
+                url_revision: Some(UrlRevision {
+                    url: text(url, "url").unwrap_or_default(),
+                    sha256: text(url, "sha256").unwrap_or_default(),
+                    bundle_type: text(url, "bundleType").unwrap_or_default(),
+                }),
             }
         }
         _ => {

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bundles;
 pub mod commands;
 pub mod control;
+pub mod git;
 pub mod http;
 pub mod orchestrator;
 pub mod store;
@@ -37,7 +38,7 @@ pub struct Options {
     pub settings: Settings,
 }
 
-/// Timing rules of the orchestrator.
+/// Timing rules of the orchestrator, and where git revisions come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// A lifecycle event not picked up by its instance within this fails the instance.
@@ -48,6 +49,8 @@ pub struct Settings {
     pub tick: Duration,
     /// Trigger (webhook) delivery timing.
     pub triggers: triggers::DeliverySettings,
+    /// The git repositories GitHub revisions are resolved from (`docs/revisions.md`).
+    pub git: git::Sources,
 }
 
 impl Default for Settings {
@@ -57,6 +60,7 @@ impl Default for Settings {
             event_timeout: Duration::from_secs(3900),
             tick: Duration::from_millis(500),
             triggers: triggers::DeliverySettings::default(),
+            git: git::Sources::default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! The admin may do everything; an instance may only GET and HEAD objects.
 //! Errors are S3's XML documents with S3's codes and statuses.
 
+mod adopt;
 mod checksum;
 mod chunked;
 mod error;
@@ -28,6 +29,7 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::Response;
 
+pub use adopt::{Adopted, create_once};
 pub use error::S3Error;
 pub use files::{ObjectInfo, RecoveryReport, object_info, recover};
 pub use sign::{chunk_signature, signing_key, trailer_signature};

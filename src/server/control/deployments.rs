@@ -140,6 +140,8 @@ pub async fn create_deployment(state: &State, input: Value) -> OpResult {
         arns.push(instances::registered_instance_arn(state, name).await?);
     }
     let policy = Policy::new(&config_name, &kind, value, targets.len());
+    // A GitHub commit is resolved and archived now, so the deployment names its full id.
+    let revision = crate::server::git::prepare_revision(state, revision).await?;
 
     let id = new_deployment_id();
     let now = now_millis();

@@ -3,8 +3,9 @@
 //! A row of `revisions` per (application, revision location). The key is
 //! the location's identifying fields in a fixed order ([`revision_key`]),
 //! `revision` the normalized `RevisionLocation` and `doc` the
-//! `GenericRevisionInfo` (times as on the wire). Only S3 and GitHub
-//! locations exist for the Server compute platform.
+//! `GenericRevisionInfo` (times as on the wire). For the Server compute
+//! platform: S3 and GitHub locations, and (ours) `URL` locations
+//! (`urlLocation {url, sha256, bundleType}`, `docs/revisions.md`).
 
 use serde_json::{Value, json};
 
@@ -35,14 +36,15 @@ fn required_part(location: &Value, field: &str, parent: &str) -> Result<String, 
 
 /// A `RevisionLocation`, checked and reduced to the fields that identify
 /// it. S3 needs bucket and key (bundleType, version and eTag optional);
-/// GitHub needs repository and commitId.
+/// GitHub needs repository and commitId; URL (ours) needs url, sha256 and
+/// bundleType.
 pub fn normalize_revision(revision: &Value) -> Result<Value, ApiError> {
     if !revision.is_object() {
         return Err(invalid(format!("revision {revision} is not a RevisionLocation structure")));
     }
-    let types = ["S3", "GitHub", "String", "AppSpecContent"];
+    let types = ["S3", "GitHub", "URL", "String", "AppSpecContent"];
     let kind = opt_enum(revision, "revisionType", &types, "InvalidRevisionException")?
-        .ok_or_else(|| invalid("revision.revisionType is required: S3 or GitHub".into()))?;
+        .ok_or_else(|| invalid("revision.revisionType is required: S3, GitHub or URL".into()))?;
     match kind {
         "S3" => {
             let s3 = opt_object(revision, "s3Location")?
@@ -67,8 +69,53 @@ pub fn normalize_revision(revision: &Value) -> Result<Value, ApiError> {
             });
             Ok(json!({ "revisionType": "GitHub", "gitHubLocation": location }))
         }
-        other => Err(invalid(format!("revisionType {other} is for Lambda and ECS; Server revisions are S3 or GitHub"))),
+        "URL" => normalize_url_location(revision),
+        other => {
+            Err(invalid(format!("revisionType {other} is for Lambda and ECS; Server revisions are S3, GitHub or URL")))
+        }
     }
+}
+
+/// Longest URL of a URL revision.
+pub const MAX_URL: usize = 2048;
+
+/// `urlLocation {url, sha256, bundleType}` (ours): an http(s) URL with a
+/// host, the bundle's SHA-256 (64 hex digits, kept lowercase), tar|tgz|zip.
+fn normalize_url_location(revision: &Value) -> Result<Value, ApiError> {
+    let location = opt_object(revision, "urlLocation")?
+        .ok_or_else(|| invalid("revision.urlLocation is required for revisionType URL".into()))?;
+    let url = required_part(location, "url", "urlLocation")?;
+    check_url(&url)?;
+    let sha256 = required_part(location, "sha256", "urlLocation")?;
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(format!(
+            "revision.urlLocation.sha256 {sha256:?} is not a SHA-256 (64 hexadecimal digits)"
+        )));
+    }
+    let bundle = opt_enum(location, "bundleType", &["tar", "tgz", "zip"], "InvalidRevisionException")?
+        .ok_or_else(|| invalid("revision.urlLocation.bundleType is required: tar, tgz or zip".into()))?;
+    let location = json!({ "url": url, "sha256": sha256.to_ascii_lowercase(), "bundleType": bundle });
+    Ok(json!({ "revisionType": "URL", "urlLocation": location }))
+}
+
+fn check_url(url: &str) -> Result<(), ApiError> {
+    let bad = |why: &str| invalid(format!("revision.urlLocation.url {url:?}: {why}"));
+    if url.len() > MAX_URL {
+        return Err(bad(&format!("longer than {MAX_URL} characters")));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("contains spaces or control characters"));
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| bad("must start with http:// or https://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err(bad("has no host"));
+    }
+    Ok(())
 }
 
 /// The identity of a normalized location: its fields in a fixed order.
@@ -78,6 +125,12 @@ pub fn revision_key(location: &Value) -> String {
         Some("GitHub") => {
             vec!["GitHub".to_string(), field("/gitHubLocation/repository"), field("/gitHubLocation/commitId")]
         }
+        Some("URL") => vec![
+            "URL".to_string(),
+            field("/urlLocation/url"),
+            field("/urlLocation/sha256"),
+            field("/urlLocation/bundleType"),
+        ],
         _ => vec![
             "S3".to_string(),
             field("/s3Location/bucket"),
@@ -402,9 +455,41 @@ mod tests {
             json!({"revisionType": "GitHub", "gitHubLocation": {"repository": "a/b"}}),
             json!({"revisionType": "AppSpecContent", "appSpecContent": {"content": "x"}}),
             json!({"s3Location": {"bucket": "b", "key": "k"}}),
+            json!({"revisionType": "URL"}),
+            json!({"revisionType": "URL", "urlLocation": {"url": "ftp://h/a.tgz", "sha256": SHA, "bundleType": "tgz"}}),
+            json!({"revisionType": "URL", "urlLocation": {"url": "https:///a.tgz", "sha256": SHA, "bundleType": "tgz"}}),
+            json!({"revisionType": "URL", "urlLocation": {"url": "http://h/a b", "sha256": SHA, "bundleType": "tgz"}}),
+            json!({"revisionType": "URL", "urlLocation": {"url": "http://h/a", "sha256": "abc", "bundleType": "tgz"}}),
+            json!({"revisionType": "URL", "urlLocation": {"url": "http://h/a", "sha256": SHA, "bundleType": "rar"}}),
+            json!({"revisionType": "URL", "urlLocation": {"url": "http://h/a", "sha256": SHA}}),
         ] {
             assert_eq!(normalize_revision(&bad).unwrap_err().type_, "InvalidRevisionException", "{bad}");
         }
+    }
+
+    const SHA: &str = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08";
+
+    #[test]
+    fn url_locations_are_checked_and_reduced() {
+        let location = normalize_revision(&json!({
+            "revisionType": "URL",
+            "urlLocation": {"url": "https://cdn.example:8443/app/v1.tgz?x=1", "sha256": SHA, "bundleType": "tgz", "x": 1},
+        }))
+        .unwrap();
+        let sha = SHA.to_ascii_lowercase();
+        assert_eq!(
+            location,
+            json!({"revisionType": "URL", "urlLocation": {"url": "https://cdn.example:8443/app/v1.tgz?x=1", "sha256": sha, "bundleType": "tgz"}})
+        );
+        assert_eq!(
+            revision_key(&location),
+            format!(r#"["URL","https://cdn.example:8443/app/v1.tgz?x=1","{sha}","tgz"]"#)
+        );
+        let err = normalize_revision(
+            &json!({"revisionType": "URL", "urlLocation": {"url": "file:///x", "sha256": SHA, "bundleType": "tar"}}),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("must start with http:// or https://"), "{err}");
     }
 
     #[test]
