@@ -1,0 +1,664 @@
+//! PostgreSQL as the shared store of several `edgedeploy server` replicas.
+//!
+//! The test starts a real PostgreSQL server from the distribution's packages
+//! itself (initdb into a temporary directory, a free loopback port, the
+//! socket in the same directory; stopped at the end, also on failure), then
+//! two server replicas started at the same moment on one empty database,
+//! and a fleet of real `edgedeploy-agent run` daemons, each talking to one
+//! of the two replicas. It asserts that every lifecycle event of every
+//! instance ran exactly once: from the database, from both replicas' logs,
+//! from the agents' logs and from the hooks' own records.
+//!
+//! The PostgreSQL binaries come from the Debian package `postgresql`
+//! (`/usr/lib/postgresql/VERSION/bin`); without them the test fails and
+//! says so. As root, PostgreSQL runs as the user `nobody`.
+
+mod server_common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use edgedeploy::client::{CallError, Client, Endpoint, HttpOptions};
+use edgedeploy::protocol::sigv4::Credentials;
+use serde_json::{Value, json};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_edgedeploy");
+const AGENT: &str = env!("CARGO_BIN_EXE_edgedeploy-agent");
+const CONTROL: &str = "CodeDeploy_20141006";
+/// Where Debian's `postgresql-NN` packages put the server binaries.
+const PG_LIB: &str = "/usr/lib/postgresql";
+/// The events every deployment has, in order (one command each).
+const EVENTS: [&str; 7] = [
+    "ApplicationStop",
+    "DownloadBundle",
+    "BeforeInstall",
+    "Install",
+    "AfterInstall",
+    "ApplicationStart",
+    "ValidateService",
+];
+/// The events whose hook runs on every deployment (ApplicationStop runs
+/// the previous revision's hook, so not on an instance's first one).
+const HOOKED: [&str; 4] = ["BeforeInstall", "AfterInstall", "ApplicationStart", "ValidateService"];
+
+/// Every hook: one line per run, in a file of the host's own.
+const HOOK: &str = r#"#!/bin/sh
+echo "$DEPLOYMENT_ID $LIFECYCLE_EVENT $FLEET_HOST" >> "$FLEET_HOME/events"
+exit 0
+"#;
+
+/// A unique scratch directory for this process and `name`.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("edgedeploy-pg-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("finding a free loopback port").port()
+}
+
+fn run(command: &mut Command) -> String {
+    let out = command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The newest `/usr/lib/postgresql/N/bin` that has `initdb` and `postgres`.
+fn postgres_bin() -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = fs::read_dir(PG_LIB)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.split('.').next()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            (bin.join("initdb").is_file() && bin.join("postgres").is_file()).then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some((_, bin)) => bin,
+        None => panic!(
+            "PostgreSQL server binaries not found under {PG_LIB}/*/bin: this test needs them; install the \
+             Debian package `postgresql` (apt-get install postgresql; .ci/run does)"
+        ),
+    }
+}
+
+/// The user and group ids PostgreSQL runs as: `nobody` as root (PostgreSQL
+/// refuses to run as root), none otherwise.
+fn unprivileged_ids() -> Option<(u32, u32)> {
+    let me = run(Command::new("id").arg("-u"));
+    if me.trim() != "0" {
+        return None;
+    }
+    let uid = run(Command::new("id").args(["-u", "nobody"])).trim().parse().expect("uid of nobody");
+    let gid = run(Command::new("id").args(["-g", "nobody"])).trim().parse().expect("gid of nobody");
+    Some((uid, gid))
+}
+
+/// A PostgreSQL server of our own, stopped when dropped.
+struct Postgres {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    child: Child,
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        let bin = postgres_bin();
+        let dir = scratch("db");
+        let ids = unprivileged_ids();
+        if let Some((uid, gid)) = ids {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("handing the directory to nobody");
+        }
+        let as_user = |command: &mut Command| {
+            if let Some((uid, gid)) = ids {
+                command.uid(uid).gid(gid);
+            }
+            command.current_dir(&dir);
+        };
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb.arg("-D").arg(dir.join("data")).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"]);
+        as_user(&mut initdb);
+        run(&mut initdb);
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let log = fs::File::create(dir.join("postgres.log")).expect("creating postgres.log");
+            let mut command = Command::new(bin.join("postgres"));
+            command
+                .arg("-D")
+                .arg(dir.join("data"))
+                .arg("-p")
+                .arg(port.to_string())
+                .arg("-k")
+                .arg(&dir)
+                .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log);
+            as_user(&mut command);
+            let child = command.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", bin.join("postgres").display()));
+            let mut pg = Postgres { bin: bin.clone(), dir: dir.clone(), port, child };
+            if pg.wait_ready() {
+                return pg;
+            }
+            last = pg.log();
+        }
+        panic!("PostgreSQL did not start; its log:\n{last}");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-q"])
+                .status();
+            if ready.is_ok_and(|s| s.success()) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/DB`.
+    fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs `sql` in `db` with psql; rows as lines, columns separated by `|`.
+    fn psql(&self, db: &str, sql: &str) -> String {
+        let psql =
+            [self.bin.join("psql"), PathBuf::from("psql")].into_iter().find(|p| p.is_file()).unwrap_or("psql".into());
+        run(Command::new(psql)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db])
+            .args(["-v", "ON_ERROR_STOP=1", "-X", "-A", "-t", "-c", sql]))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGINT: fast shutdown (clients disconnected, clean checkpoint).
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("postgres log ({}), last lines:", self.dir.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// One `edgedeploy server` replica with its own data directory.
+struct Replica {
+    name: String,
+    dir: PathBuf,
+    port: u16,
+    child: Child,
+}
+
+impl Replica {
+    /// Spawns a replica on `database`; see [`Replica::wait_up`].
+    fn spawn(name: &str, database: &str) -> Replica {
+        let dir = scratch(name);
+        let port = free_port();
+        let log = fs::File::create(dir.join("server.log")).expect("server.log");
+        let child = Command::new(SERVER)
+            .args(["server", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--database", database])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting edgedeploy server");
+        Replica { name: name.to_string(), dir, port, child }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Waits until it listens; panics with its log if it exits first.
+    fn wait_up(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("replica {} exited with {status} at start:\n{}", self.name, self.log());
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.data_dir().join("admin-credentials").exists()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "replica {} not up after 60 s:\n{}", self.name, self.log());
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A client of this replica signed with the admin key of `keys`' data directory.
+    fn admin(&self, keys: &Replica) -> Client {
+        let text = fs::read_to_string(keys.data_dir().join("admin-credentials")).expect("admin-credentials");
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.split_once('=').filter(|(k, _)| k.trim() == key).map(|(_, v)| v.trim().to_string()))
+                .unwrap_or_else(|| panic!("{key} in admin-credentials"))
+        };
+        let endpoint = Endpoint {
+            url: self.url(),
+            region: "us-east-1".into(),
+            credentials: Credentials {
+                access_key_id: value("aws_access_key_id"),
+                secret_access_key: value("aws_secret_access_key"),
+            },
+        };
+        Client::new(endpoint, &HttpOptions { timeout: Some(Duration::from_secs(30)), ..HttpOptions::default() })
+            .expect("client")
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("replica {} log ({}), last lines:", self.name, self.dir.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn call(client: &Client, op: &str, body: Value) -> Value {
+    client
+        .call_raw(CONTROL, "codedeploy", op, body.to_string().as_bytes())
+        .unwrap_or_else(|e: CallError| panic!("{op} {body} on {}: {e}", client.endpoint().url))
+}
+
+/// A running `edgedeploy-agent run` daemon.
+struct Agent {
+    name: String,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Agent {
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+}
+
+/// The agents; killed when dropped.
+struct Fleet(Vec<Agent>);
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for agent in &mut self.0 {
+            let _ = agent.child.kill();
+            let _ = agent.child.wait();
+        }
+        if thread::panicking() {
+            for agent in &self.0 {
+                let log = agent.log();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!("agent {} log, last lines:", agent.name);
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// Registers `name` through `registrar` (on the shared database), writes its
+/// agent configuration with `control` as command API and `bundles` as
+/// bundle store, and starts its daemon.
+fn start_agent(
+    work: &Path,
+    registrar: &Replica,
+    database: &str,
+    name: &str,
+    control: &Replica,
+    bundles: &Replica,
+) -> Agent {
+    let dir = work.join(name);
+    fs::create_dir_all(&dir).expect("agent directory");
+    let config = dir.join("agent.yml");
+    let half = if name.ends_with(['0', '2', '4', '6', '8']) { "even" } else { "odd" };
+    run(Command::new(SERVER)
+        .args(["register-instance", "--data-dir"])
+        .arg(registrar.data_dir())
+        .args(["--database", database, "--name", name, "--tag", "fleet=pg", "--tag", &format!("half={half}")])
+        .arg("--agent-config")
+        .arg(&config)
+        .args(["--endpoint", &control.url()]));
+    let written = fs::read_to_string(&config).expect("agent config");
+    let mut text: String =
+        written.lines().filter(|l| !l.starts_with("s3_endpoint_override")).map(|l| format!("{l}\n")).collect();
+    text.push_str(&format!(
+        "s3_endpoint_override: {}\nroot_dir: {}\nwait_between_runs: 1\nhook_kill_grace_seconds: 1\n",
+        bundles.url(),
+        dir.join("root").display()
+    ));
+    fs::write(&config, text).expect("writing the agent config");
+    let log = fs::File::create(dir.join("agent.log")).expect("agent.log");
+    let child = Command::new(AGENT)
+        .arg("run")
+        .arg("-c")
+        .arg(&config)
+        .env("FLEET_HOME", &dir)
+        .env("FLEET_HOST", name)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("starting edgedeploy-agent");
+    Agent { name: name.to_string(), dir, child }
+}
+
+/// Pushes a revision whose every hooked event runs [`HOOK`] to `replica`.
+fn push_app(work: &Path, replica: &Replica) -> Value {
+    let app = work.join("app");
+    fs::create_dir_all(app.join("scripts")).expect("app directory");
+    let mut spec = String::from("version: 0.0\nos: linux\nhooks:\n");
+    for event in ["ApplicationStop", "BeforeInstall", "AfterInstall", "ApplicationStart", "ValidateService"] {
+        spec.push_str(&format!("  {event}:\n    - location: scripts/hook.sh\n      timeout: 60\n"));
+    }
+    fs::write(app.join("appspec.yml"), spec).expect("appspec");
+    fs::write(app.join("scripts/hook.sh"), HOOK).expect("hook");
+    fs::set_permissions(app.join("scripts/hook.sh"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    run(Command::new(SERVER)
+        .args(["push", "--data-dir"])
+        .arg(replica.data_dir())
+        .args(["--application", "pgapp", "--source"])
+        .arg(&app)
+        .args(["--key", "app/bundle.tgz"]));
+    json!({"revisionType": "S3", "s3Location": {"bucket": "edgedeploy-bundles", "key": "app/bundle.tgz", "bundleType": "tgz"}})
+}
+
+fn create_group(admin: &Client, group: &str, key: &str, value: &str) {
+    call(
+        admin,
+        "CreateDeploymentGroup",
+        json!({
+            "applicationName": "pgapp",
+            "deploymentGroupName": group,
+            "serviceRoleArn": "arn:aws:iam::000000000000:role/CodeDeploy",
+            "onPremisesInstanceTagFilters": [{"Key": key, "Value": value, "Type": "KEY_AND_VALUE"}],
+        }),
+    );
+}
+
+fn deploy(admin: &Client, group: &str, config: &str, revision: &Value) -> String {
+    let out = call(
+        admin,
+        "CreateDeployment",
+        json!({"applicationName": "pgapp", "deploymentGroupName": group, "deploymentConfigName": config, "revision": revision}),
+    );
+    out["deploymentId"].as_str().expect("deploymentId").to_string()
+}
+
+fn wait_end(admin: &Client, id: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let info = call(admin, "GetDeployment", json!({"deploymentId": id}))["deploymentInfo"].clone();
+        if ["Succeeded", "Failed", "Stopped"].contains(&info["status"].as_str().unwrap_or_default()) {
+            return info;
+        }
+        assert!(Instant::now() < deadline, "deployment {id} not over after {within:?}: {info}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// (instance, event) of `line` if it is `<instance>: <event> of <deployment> <what>`.
+fn server_line<'a>(line: &'a str, deployment: &str, what: &str) -> Option<(&'a str, &'a str)> {
+    let rest = line.split_once(" info: ")?.1;
+    let (instance, rest) = rest.split_once(": ")?;
+    let rest = rest.strip_suffix(what)?.strip_suffix(' ')?;
+    let (event, dep) = rest.split_once(" of ")?;
+    (dep == deployment).then_some((instance, event))
+}
+
+#[test]
+fn two_replicas_on_postgresql_serve_twenty_agents_each_command_once() {
+    let started = Instant::now();
+    let pg = Postgres::start();
+    pg.psql("postgres", "CREATE DATABASE edgedeploy");
+    let database = pg.url("edgedeploy");
+    // Both replicas start at the same moment on the empty database: the
+    // schema is created under an advisory lock, so neither fails.
+    let mut a = Replica::spawn("replica-a", &database);
+    let mut b = Replica::spawn("replica-b", &database);
+    a.wait_up();
+    b.wait_up();
+    let tables = pg.psql("edgedeploy", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'");
+    assert!(tables.trim().parse::<u32>().unwrap_or(0) >= 11, "tables: {tables}");
+
+    let work = scratch("fleet");
+    let names: Vec<String> = (0..20).map(|i| format!("dev-{i:02}")).collect();
+    // Agents alternate between the replicas for the command API; bundles
+    // come from replica A, whose built-in store holds them.
+    let fleet = Fleet(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let (registrar, control) = if i % 2 == 0 { (&a, &a) } else { (&b, &b) };
+                start_agent(&work, registrar, &database, name, control, &a)
+            })
+            .collect(),
+    );
+    let admin_a = a.admin(&a);
+    let admin_b = b.admin(&a);
+    call(&admin_a, "CreateApplication", json!({"applicationName": "pgapp", "computePlatform": "Server"}));
+    let revision = push_app(&work, &a);
+    create_group(&admin_a, "all", "fleet", "pg");
+    create_group(&admin_b, "even", "half", "even");
+    create_group(&admin_b, "odd", "half", "odd");
+    let setup = started.elapsed();
+
+    // (deployment, group, instances): created on either replica, followed on the other.
+    let deploying = Instant::now();
+    let mut deployments: Vec<(String, &str, usize)> = Vec::new();
+    let first = deploy(&admin_a, "all", "CodeDeployDefault.AllAtOnce", &revision);
+    assert_eq!(wait_end(&admin_b, &first, Duration::from_secs(240))["status"], "Succeeded");
+    deployments.push((first, "all", 20));
+    let even = deploy(&admin_a, "even", "CodeDeployDefault.HalfAtATime", &revision);
+    let odd = deploy(&admin_b, "odd", "CodeDeployDefault.AllAtOnce", &revision);
+    assert_eq!(wait_end(&admin_b, &even, Duration::from_secs(240))["status"], "Succeeded");
+    assert_eq!(wait_end(&admin_a, &odd, Duration::from_secs(240))["status"], "Succeeded");
+    deployments.push((even, "even", 10));
+    deployments.push((odd, "odd", 10));
+    let last = deploy(&admin_b, "all", "CodeDeployDefault.HalfAtATime", &revision);
+    assert_eq!(wait_end(&admin_a, &last, Duration::from_secs(240))["status"], "Succeeded");
+    deployments.push((last, "all", 20));
+    let deploy_time = deploying.elapsed();
+    let total_commands: usize = deployments.iter().map(|(_, _, n)| n * EVENTS.len()).sum();
+
+    // 1. The API: every target Succeeded, every event Succeeded.
+    for (id, group, n) in &deployments {
+        let info = call(&admin_a, "GetDeployment", json!({"deploymentId": id}))["deploymentInfo"].clone();
+        assert_eq!(info["status"], "Succeeded", "{group}: {info}");
+        assert_eq!(info["deploymentOverview"]["Succeeded"], *n, "{group}: {info}");
+        let ids = call(&admin_b, "ListDeploymentTargets", json!({"deploymentId": id}))["targetIds"].clone();
+        let got = call(&admin_b, "BatchGetDeploymentTargets", json!({"deploymentId": id, "targetIds": ids}));
+        let targets = got["deploymentTargets"].as_array().expect("deploymentTargets");
+        assert_eq!(targets.len(), *n, "{group}");
+        for t in targets {
+            let t = &t["instanceTarget"];
+            assert_eq!(t["status"], "Succeeded", "{group}: {t}");
+            let events: Vec<(&str, &str)> = t["lifecycleEvents"]
+                .as_array()
+                .expect("lifecycleEvents")
+                .iter()
+                .map(|e| (e["lifecycleEventName"].as_str().unwrap_or(""), e["status"].as_str().unwrap_or("")))
+                .collect();
+            let expected: Vec<(&str, &str)> = EVENTS.iter().map(|e| (*e, "Succeeded")).collect();
+            assert_eq!(events, expected, "{group}: {t}");
+        }
+    }
+
+    // 2. The database: one command per (deployment, instance, event), each
+    // dispatched, acknowledged and completed in that order.
+    let ids_sql = deployments.iter().map(|(id, _, _)| format!("'{id}'")).collect::<Vec<_>>().join(",");
+    let duplicates = pg.psql(
+        "edgedeploy",
+        "SELECT deployment_id, instance_name, command_name, count(*) FROM host_commands \
+         GROUP BY deployment_id, instance_name, command_name HAVING count(*) <> 1",
+    );
+    assert_eq!(duplicates.trim(), "", "duplicate commands");
+    let summary = pg.psql(
+        "edgedeploy",
+        &format!(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'Succeeded' AND dispatched_at <= acknowledged_at \
+             AND acknowledged_at <= completed_at) FROM host_commands WHERE deployment_id IN ({ids_sql})"
+        ),
+    );
+    assert_eq!(summary.trim(), format!("{total_commands}|{total_commands}"), "commands (all | well-ordered)");
+    let rows = pg.psql(
+        "edgedeploy",
+        &format!(
+            "SELECT command_id, instance_name, deployment_id FROM host_commands WHERE deployment_id IN ({ids_sql})"
+        ),
+    );
+    // command id -> (instance, deployment)
+    let owner: BTreeMap<String, (String, String)> = rows
+        .lines()
+        .filter_map(|l| {
+            let mut cols = l.split('|');
+            Some((cols.next()?.to_string(), (cols.next()?.to_string(), cols.next()?.to_string())))
+        })
+        .collect();
+    assert_eq!(owner.len(), total_commands);
+
+    // 3. The replicas' logs: each command handed out, acknowledged and
+    // completed exactly once over both, and both served agents.
+    let logs = [a.log(), b.log()];
+    for (id, group, n) in &deployments {
+        for what in ["handed out", "acknowledged", "Succeeded"] {
+            let mut seen: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+            for log in &logs {
+                for line in log.lines() {
+                    if let Some(key) = server_line(line, id, what) {
+                        *seen.entry(key).or_default() += 1;
+                    }
+                }
+            }
+            assert_eq!(seen.len(), n * EVENTS.len(), "{group} {id}: distinct events {what}");
+            let twice: Vec<_> = seen.iter().filter(|(_, c)| **c != 1).collect();
+            assert!(twice.is_empty(), "{group} {id}: {what} more than once: {twice:?}");
+        }
+    }
+    for (replica, log) in [&a, &b].iter().zip(&logs) {
+        let handed = log.lines().filter(|l| l.ends_with(" handed out")).count();
+        assert!(handed > 0, "replica {} handed out no command", replica.name);
+        eprintln!("replica {} handed out {handed} commands", replica.name);
+    }
+
+    // 4. The agents' logs: each command received by its own instance's
+    // agent only, once.
+    let mut received: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for agent in &fleet.0 {
+        for line in agent.log().lines() {
+            let Some(rest) = line.split_once("received ").map(|(_, r)| r) else { continue };
+            let Some(id) = rest.split_once("(command ").and_then(|(_, r)| r.split_once(',')).map(|(id, _)| id) else {
+                continue;
+            };
+            received.entry(id.to_string()).or_default().push(agent.name.clone());
+        }
+    }
+    for (id, (instance, _)) in &owner {
+        let by = received.get(id).cloned().unwrap_or_default();
+        assert_eq!(by, vec![instance.clone()], "command {id} of {instance} was received by {by:?}");
+    }
+
+    // 5. The hooks' own records: each hooked event ran once per instance
+    // and deployment, on that instance.
+    for agent in &fleet.0 {
+        let text = fs::read_to_string(agent.dir.join("events")).unwrap_or_default();
+        let mut runs: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for line in text.lines() {
+            let parts: Vec<&str> = line.split(' ').collect();
+            assert_eq!(parts.len(), 3, "{}: hook record {line:?}", agent.name);
+            assert_eq!(parts[2], agent.name, "a hook of {} ran with another host's environment", agent.name);
+            *runs.entry((parts[0].to_string(), parts[1].to_string())).or_default() += 1;
+        }
+        let twice: Vec<_> = runs.iter().filter(|(_, c)| **c != 1).collect();
+        assert!(twice.is_empty(), "{}: hooks that ran more than once: {twice:?}", agent.name);
+        let mine: BTreeSet<&str> = owner.values().filter(|(i, _)| *i == agent.name).map(|(_, d)| d.as_str()).collect();
+        assert!(!mine.is_empty(), "{} was in no deployment", agent.name);
+        for dep in &mine {
+            for event in HOOKED {
+                assert!(
+                    runs.contains_key(&(dep.to_string(), event.to_string())),
+                    "{}: {event} of {dep} did not run",
+                    agent.name
+                );
+            }
+        }
+    }
+
+    let total = started.elapsed();
+    eprintln!(
+        "20 agents, 2 replicas, {} deployments, {total_commands} commands: setup {:.1} s, deployments {:.1} s \
+         ({:.1} commands/s end to end), whole test {:.1} s",
+        deployments.len(),
+        setup.as_secs_f64(),
+        deploy_time.as_secs_f64(),
+        total_commands as f64 / deploy_time.as_secs_f64(),
+        total.as_secs_f64()
+    );
+    drop(fleet);
+    let _ = fs::remove_dir_all(&work);
+}
