@@ -662,3 +662,212 @@ fn two_replicas_on_postgresql_serve_twenty_agents_each_command_once() {
     drop(fleet);
     let _ = fs::remove_dir_all(&work);
 }
+
+/// One scripted agent's view of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    instance: String,
+    /// "poll", "ack" or "complete".
+    what: &'static str,
+    command: String,
+    deployment: String,
+    /// When the request was sent.
+    sent: Instant,
+    /// The acknowledgement's CommandStatus.
+    answer: String,
+}
+
+/// An instance driven by a scripted agent: real signed HTTP, its own key,
+/// every request to the other replica than the one before.
+struct Scripted {
+    name: String,
+    host: String,
+    clients: [Client; 2],
+}
+
+impl Scripted {
+    fn register(registrar: &Replica, database: &str, name: &str, replicas: [&Replica; 2], work: &Path) -> Scripted {
+        let config = work.join(format!("{name}.yml"));
+        run(Command::new(SERVER)
+            .args(["register-instance", "--data-dir"])
+            .arg(registrar.data_dir())
+            .args(["--database", database, "--name", name, "--tag", "fleet=scripted", "--agent-config"])
+            .arg(&config)
+            .args(["--endpoint", &registrar.url()]));
+        let yaml: serde_yaml::Value =
+            serde_yaml::from_str(&fs::read_to_string(&config).expect("agent config")).expect("agent config YAML");
+        let field = |k: &str| yaml[k].as_str().unwrap_or_else(|| panic!("{k} in {}", config.display())).to_string();
+        let client = |replica: &Replica| {
+            let endpoint = Endpoint {
+                url: replica.url(),
+                region: field("region"),
+                credentials: Credentials {
+                    access_key_id: field("aws_access_key_id"),
+                    secret_access_key: field("aws_secret_access_key"),
+                },
+            };
+            Client::new(endpoint, &HttpOptions { timeout: Some(Duration::from_secs(30)), ..HttpOptions::default() })
+                .expect("client")
+        };
+        Scripted {
+            name: name.to_string(),
+            host: field("host_identifier"),
+            clients: [client(replicas[0]), client(replicas[1])],
+        }
+    }
+
+    /// Polls, acknowledges and completes (Succeeded) until `stop`.
+    fn run(&self, stop: &std::sync::atomic::AtomicBool, seen: &std::sync::Mutex<Vec<Seen>>) {
+        use edgedeploy::protocol::command::{SIGNING_NAME, TARGET_PREFIX};
+        let mut turn = self.name.len();
+        let mut call = |op: &str, body: Value| {
+            turn += 1;
+            self.clients[turn % 2].call_raw(TARGET_PREFIX, SIGNING_NAME, op, body.to_string().as_bytes())
+        };
+        let record = |what, command: &str, deployment: &str, sent, answer: &str| {
+            seen.lock().expect("records").push(Seen {
+                instance: self.name.clone(),
+                what,
+                command: command.to_string(),
+                deployment: deployment.to_string(),
+                sent,
+                answer: answer.to_string(),
+            });
+        };
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let sent = Instant::now();
+            let polled = call("PollHostCommand", json!({"HostIdentifier": self.host}));
+            let Some(command) = polled.ok().and_then(|v| v.get("HostCommand").cloned()) else {
+                thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let id = command["HostCommandIdentifier"].as_str().expect("HostCommandIdentifier").to_string();
+            let execution = command["DeploymentExecutionId"].as_str().expect("DeploymentExecutionId");
+            let deployment = execution.split('/').nth(2).expect("deployment in the execution id").to_string();
+            record("poll", &id, &deployment, sent, "");
+            let sent = Instant::now();
+            let Ok(ack) = call("PutHostCommandAcknowledgement", json!({"HostCommandIdentifier": id})) else { continue };
+            let answer = ack["CommandStatus"].as_str().unwrap_or_default().to_string();
+            record("ack", &id, &deployment, sent, &answer);
+            if answer == "Failed" {
+                continue;
+            }
+            let sent = Instant::now();
+            let body = json!({"HostCommandIdentifier": id, "CommandStatus": "Succeeded",
+                "Diagnostics": {"Format": "JSON", "Payload": "{\"error_code\":0,\"script_name\":\"\",\"message\":\"ok\",\"log\":\"\"}"}});
+            if call("PutHostCommandComplete", body).is_ok() {
+                record("complete", &id, &deployment, sent, "");
+            }
+        }
+    }
+}
+
+#[test]
+fn scripted_agents_through_two_replicas_never_get_a_command_of_a_stopped_deployment() {
+    let pg = Postgres::start();
+    pg.psql("postgres", "CREATE DATABASE edgedeploy");
+    let database = pg.url("edgedeploy");
+    let mut a = Replica::spawn("scripted-a", &database);
+    let mut b = Replica::spawn("scripted-b", &database);
+    a.wait_up();
+    b.wait_up();
+    let work = scratch("scripted");
+    let instances: Vec<Scripted> =
+        (0..20).map(|i| Scripted::register(&a, &database, &format!("bot-{i:02}"), [&a, &b], &work)).collect();
+    let admin_a = a.admin(&a);
+    let admin_b = b.admin(&b);
+    call(&admin_a, "CreateApplication", json!({"applicationName": "pgapp", "computePlatform": "Server"}));
+    create_group(&admin_b, "bots", "fleet", "scripted");
+    let revision = json!({"revisionType": "S3", "s3Location": {"bucket": "edgedeploy-bundles", "key": "none.tgz", "bundleType": "tgz"}});
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::sync::Mutex::new(Vec::new());
+    thread::scope(|scope| {
+        for instance in &instances {
+            let (stop, seen) = (&stop, &seen);
+            scope.spawn(move || instance.run(stop, seen));
+        }
+        // Throughput: three AllAtOnce deployments, one after the other.
+        let timing = Instant::now();
+        let mut finished = Vec::new();
+        for n in 0..3 {
+            let (create, follow) = if n % 2 == 0 { (&admin_a, &admin_b) } else { (&admin_b, &admin_a) };
+            let id = deploy(create, "bots", "CodeDeployDefault.AllAtOnce", &revision);
+            let info = wait_end(follow, &id, Duration::from_secs(120));
+            assert_eq!(info["status"], "Succeeded", "{info}");
+            finished.push(id);
+        }
+        let took = timing.elapsed();
+        let commands = finished.len() * 20 * EVENTS.len();
+        eprintln!(
+            "scripted: {commands} commands (poll + acknowledge + complete each) through 2 replicas in {:.1} s: {:.0} commands/s",
+            took.as_secs_f64(),
+            commands as f64 / took.as_secs_f64()
+        );
+        // Stops at various moments, on the other replica than the creation.
+        let mut stopped = Vec::new();
+        for (n, delay) in [150u64, 300, 450, 600, 750, 900].into_iter().enumerate() {
+            let (create, halt) = if n % 2 == 0 { (&admin_a, &admin_b) } else { (&admin_b, &admin_a) };
+            let id = deploy(create, "bots", "CodeDeployDefault.AllAtOnce", &revision);
+            thread::sleep(Duration::from_millis(delay));
+            let halted = halt.call_raw(
+                CONTROL,
+                "codedeploy",
+                "StopDeployment",
+                json!({"deploymentId": id}).to_string().as_bytes(),
+            );
+            let at = Instant::now();
+            match halted {
+                Ok(_) => stopped.push((id.clone(), at)),
+                Err(e) => assert_eq!(e.exception(), Some("DeploymentAlreadyCompletedException"), "{e}"),
+            }
+            wait_end(create, &id, Duration::from_secs(60));
+        }
+        thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let seen = seen.lock().expect("records").clone();
+        // No command was handed out or acknowledged as runnable once its
+        // deployment's stop had returned.
+        for (id, at) in &stopped {
+            let late: Vec<&Seen> = seen
+                .iter()
+                .filter(|s| {
+                    &s.deployment == id
+                        && s.sent > *at
+                        && (s.what == "poll" || (s.what == "ack" && s.answer != "Failed"))
+                })
+                .collect();
+            assert!(late.is_empty(), "after StopDeployment of {id} returned: {late:#?}");
+            let open = pg.psql(
+                "edgedeploy",
+                &format!("SELECT count(*) FROM host_commands WHERE deployment_id = '{id}' AND status IN ('Pending', 'Dispatched', 'InProgress')"),
+            );
+            assert_eq!(open.trim(), "0", "{id}: commands still open after the stop");
+        }
+        // Each command handed out once (re-deliveries would be polls of a
+        // command already seen), completed at most once.
+        let mut polls: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut completes: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in &seen {
+            let map = match s.what {
+                "poll" => &mut polls,
+                "complete" => &mut completes,
+                _ => continue,
+            };
+            *map.entry(s.command.as_str()).or_default() += 1;
+        }
+        let rows = pg.psql("edgedeploy", "SELECT command_id, instance_name FROM host_commands");
+        let owner: BTreeMap<&str, &str> = rows.lines().filter_map(|l| l.split_once('|')).collect();
+        for s in &seen {
+            assert_eq!(owner.get(s.command.as_str()), Some(&s.instance.as_str()), "{s:?} is another instance's");
+        }
+        let twice: Vec<_> = polls.iter().chain(completes.iter()).filter(|(_, n)| **n != 1).collect();
+        assert!(twice.is_empty(), "commands handed out or completed more than once: {twice:?}");
+        let duplicates = pg.psql(
+            "edgedeploy",
+            "SELECT deployment_id, instance_name, seq FROM host_commands GROUP BY 1, 2, 3 HAVING count(*) <> 1",
+        );
+        assert_eq!(duplicates.trim(), "");
+        eprintln!("scripted: {} stops landed mid-deployment", stopped.len());
+    });
+    let _ = fs::remove_dir_all(&work);
+}
