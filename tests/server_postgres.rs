@@ -54,9 +54,19 @@ echo "$DEPLOYMENT_ID $LIFECYCLE_EVENT $FLEET_HOST" >> "$FLEET_HOME/events"
 exit 0
 "#;
 
+/// Held by each test: one PostgreSQL, two replicas and 20 agents at a time
+/// are enough for a small machine, and keep the printed timings meaningful.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A unique scratch directory for this process and `name`.
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("edgedeploy-pg-{name}-{}", std::process::id()));
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("edgedeploy-pg-{name}-{}-{n}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     dir
@@ -472,6 +482,7 @@ fn server_line<'a>(line: &'a str, deployment: &str, what: &str) -> Option<(&'a s
 
 #[test]
 fn two_replicas_on_postgresql_serve_twenty_agents_each_command_once() {
+    let _serial = one_at_a_time();
     let started = Instant::now();
     let pg = Postgres::start();
     pg.psql("postgres", "CREATE DATABASE edgedeploy");
@@ -764,6 +775,7 @@ impl Scripted {
 
 #[test]
 fn scripted_agents_through_two_replicas_never_get_a_command_of_a_stopped_deployment() {
+    let _serial = one_at_a_time();
     let pg = Postgres::start();
     pg.psql("postgres", "CREATE DATABASE edgedeploy");
     let database = pg.url("edgedeploy");
@@ -805,7 +817,7 @@ fn scripted_agents_through_two_replicas_never_get_a_command_of_a_stopped_deploym
         );
         // Stops at various moments, on the other replica than the creation.
         let mut stopped = Vec::new();
-        for (n, delay) in [150u64, 300, 450, 600, 750, 900].into_iter().enumerate() {
+        for (n, delay) in [150u64, 250, 350, 450, 550, 650, 750, 850, 950, 1050].into_iter().enumerate() {
             let (create, halt) = if n % 2 == 0 { (&admin_a, &admin_b) } else { (&admin_b, &admin_a) };
             let id = deploy(create, "bots", "CodeDeployDefault.AllAtOnce", &revision);
             thread::sleep(Duration::from_millis(delay));
@@ -837,6 +849,19 @@ fn scripted_agents_through_two_replicas_never_get_a_command_of_a_stopped_deploym
                 })
                 .collect();
             assert!(late.is_empty(), "after StopDeployment of {id} returned: {late:#?}");
+            // A completion sent after the stop returned changes nothing: no
+            // command it reports may be Succeeded.
+            let succeeded = pg.psql(
+                "edgedeploy",
+                &format!("SELECT command_id FROM host_commands WHERE deployment_id = '{id}' AND status = 'Succeeded'"),
+            );
+            let succeeded: BTreeSet<&str> = succeeded.lines().collect();
+            let late: Vec<&Seen> = seen
+                .iter()
+                .filter(|s| &s.deployment == id && s.what == "complete" && s.sent > *at)
+                .filter(|s| succeeded.contains(s.command.as_str()))
+                .collect();
+            assert!(late.is_empty(), "completed after StopDeployment of {id} returned: {late:#?}");
             let open = pg.psql(
                 "edgedeploy",
                 &format!("SELECT count(*) FROM host_commands WHERE deployment_id = '{id}' AND status IN ('Pending', 'Dispatched', 'InProgress')"),
