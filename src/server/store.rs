@@ -249,3 +249,30 @@ pub fn now_millis() -> i64 {
 pub fn wire_time(millis: i64) -> serde_json::Value {
     serde_json::json!(millis as f64 / 1000.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_recognized_by_scheme() {
+        assert_eq!(Backend::of("sqlite:///var/lib/edgedeploy/edgedeploy.db?mode=rwc"), Ok(Backend::Sqlite));
+        assert_eq!(Backend::of("postgres://u:p@db:5432/edgedeploy"), Ok(Backend::Postgres));
+        assert_eq!(Backend::of("PostgreSQL://db/edgedeploy"), Ok(Backend::Postgres));
+        let error = Backend::of("mysql://root:secret@db/x").unwrap_err();
+        assert!(error.contains("unsupported scheme \"mysql\""), "{error}");
+        assert!(!error.contains("secret"), "{error}");
+        assert!(Backend::of("/var/lib/edgedeploy.db").is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://edgedeploy:s3cr@t@db:5432/x?sslmode=prefer"),
+            "postgres://edgedeploy:***@db:5432/x?sslmode=prefer"
+        );
+        assert_eq!(redact("postgres://edgedeploy@db/x"), "postgres://edgedeploy@db/x");
+        assert_eq!(redact("sqlite:///data/edgedeploy.db?mode=rwc"), "sqlite:///data/edgedeploy.db?mode=rwc");
+        assert_eq!(redact("postgres://db/x"), "postgres://db/x");
+    }
+}
