@@ -577,3 +577,111 @@ fn scripted_agents_through_two_replicas_never_get_a_command_of_a_stopped_deploym
     });
     let _ = fs::remove_dir_all(&work);
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with
+/// `openssl` in `dir`; readable by the user PostgreSQL runs as.
+fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca = dir.join("ca.crt");
+    let (cert, key, ext) = (dir.join("server.crt"), dir.join("server.key"), dir.join("ext.cnf"));
+    let openssl = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(dir));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=edgedeploy test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").expect("ext.cnf");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.crt",
+    ]);
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
+    if let Some((uid, gid)) = postgres_common::unprivileged_ids() {
+        for file in [&cert, &key] {
+            std::os::unix::fs::chown(file, Some(uid), Some(gid)).expect("handing the certificate to nobody");
+        }
+    }
+    (ca, cert, key)
+}
+
+#[test]
+fn replicas_reach_postgresql_over_verified_tls_and_refuse_an_unknown_certificate() {
+    let _serial = one_at_a_time();
+    let work = scratch("tls");
+    let (ca, cert, key) = make_certificates(&work);
+    let pg = Postgres::start_with(&[
+        "ssl=on",
+        &format!("ssl_cert_file={}", cert.display()),
+        &format!("ssl_key_file={}", key.display()),
+    ]);
+    pg.psql("postgres", "CREATE DATABASE edgedeploy");
+    let verified = format!("{}?sslmode=verify-full&sslrootcert={}", pg.url("edgedeploy"), ca.display());
+    let mut replica = Replica::spawn("tls", &verified);
+    replica.wait_up();
+    // Every connection of the replica is encrypted (psql's own excluded).
+    let ssl = pg.psql(
+        "edgedeploy",
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) FROM pg_stat_activity a \
+         JOIN pg_stat_ssl s USING (pid) WHERE a.datname = 'edgedeploy' AND a.pid <> pg_backend_pid()",
+    );
+    let (with, without) = ssl.trim().split_once('|').expect("two counts");
+    assert!(with.parse::<u32>().unwrap_or(0) >= 1 && without == "0", "connections with|without TLS: {ssl}");
+    let tables = pg.psql("edgedeploy", "SELECT count(*) FROM pg_tables WHERE tablename = 'host_commands'");
+    assert_eq!(tables.trim(), "1");
+
+    // Without our CA, the certificate does not check out: the server stops.
+    let unverified = format!("{}?sslmode=verify-full", pg.url("edgedeploy"));
+    let mut refused = Replica::spawn("tls-refused", &unverified);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Ok(Some(status)) = refused.child.try_wait() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server started with an unverifiable database certificate:\n{}",
+            refused.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let log = refused.log();
+    assert!(log.contains("invalid peer certificate") && log.contains("UnknownIssuer"), "{log}");
+    assert!(log.contains("opening the store postgres://postgres@127.0.0.1:"), "{log}");
+    drop(replica);
+    let _ = fs::remove_dir_all(&work);
+}

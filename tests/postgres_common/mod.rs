@@ -101,6 +101,11 @@ pub struct Postgres {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with extra settings (`name=value`, as `postgres -c`).
+    pub fn start_with(settings: &[&str]) -> Postgres {
         let bin = postgres_bin();
         let dir = scratch("db");
         let ids = unprivileged_ids();
@@ -130,6 +135,7 @@ impl Postgres {
                 .arg("-k")
                 .arg(&dir)
                 .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"])
+                .args(settings.iter().flat_map(|s| ["-c", s]))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log);
@@ -212,7 +218,8 @@ pub struct Replica {
     pub name: String,
     dir: PathBuf,
     port: u16,
-    child: Child,
+    /// The `edgedeploy server` process.
+    pub child: Child,
 }
 
 impl Replica {
