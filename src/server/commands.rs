@@ -86,15 +86,30 @@ pub fn execution_id(deployment_id: &str, instance: &str) -> String {
     format!("{EXECUTION_PREFIX}/{REGION}/{deployment_id}/{instance}")
 }
 
+/// Locks the row of deployment `id` until the end of the transaction (a
+/// no-op UPDATE: PostgreSQL takes the row lock, SQLite its write lock),
+/// when it is still active or `active_only` is false. Every transaction
+/// that changes the status of a deployment's targets or commands takes this
+/// lock first (the orchestrator's `advance`, StopDeployment, a claim, a
+/// completion), so on PostgreSQL's READ COMMITTED each of them sees the
+/// others' work whole, and none decides on a state another one is changing.
+/// Returns false when there is no such (active) deployment.
+async fn lock_deployment(conn: &mut sqlx::AnyConnection, id: &str, active_only: bool) -> Result<bool, sqlx::Error> {
+    let sql = if active_only {
+        "UPDATE deployments SET status = status WHERE deployment_id = $1 AND status IN ('Created', 'InProgress')"
+    } else {
+        "UPDATE deployments SET status = status WHERE deployment_id = $1"
+    };
+    Ok(sqlx::query(sql).bind(id).execute(&mut *conn).await?.rows_affected() == 1)
+}
+
 /// PollHostCommand: the instance's current command, or `{}`.
 ///
 /// A command already handed out (Dispatched) or acknowledged (InProgress)
 /// is handed out again with the same identifier: the agent may have
 /// crashed after receiving it, and dedupes by identifier. Otherwise the
-/// next Pending command of an in-flight instance is claimed with one
-/// conditional UPDATE, which also checks that every earlier event of the
-/// instance is over without a failure that stops it, so two replicas never
-/// hand out the same or an out-of-order command.
+/// next Pending command of an in-flight instance is claimed by [`claim`],
+/// so two replicas never hand out the same or an out-of-order command.
 async fn poll_host_command(state: &State, instance: &str, input: PollHostCommandInput) -> OpResult {
     check_host(state, instance, &input.host_identifier).await?;
     let columns: Vec<String> = COMMAND_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect();
@@ -117,25 +132,42 @@ async fn poll_host_command(state: &State, instance: &str, input: PollHostCommand
             continue;
         }
         seen.push(&command.deployment_id);
-        let claimed = sqlx::query(
-            "UPDATE host_commands SET status = 'Dispatched', dispatched_at = $1 WHERE command_id = $2 AND status = 'Pending' \
-             AND EXISTS (SELECT 1 FROM deployment_targets t WHERE t.deployment_id = host_commands.deployment_id \
-                 AND t.instance_name = host_commands.instance_name AND t.status = 'InProgress') \
-             AND NOT EXISTS (SELECT 1 FROM host_commands e WHERE e.deployment_id = host_commands.deployment_id \
-                 AND e.instance_name = host_commands.instance_name AND e.seq < host_commands.seq \
-                 AND e.status NOT IN ('Succeeded', 'Ignored'))",
-        )
-        .bind(now_millis())
-        .bind(&command.command_id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        if claimed == 1 {
+        if claim(&mut conn, command).await? {
             log::info!("{instance}: {} of {} handed out", command.name, command.deployment_id);
             return Ok(host_command(command, &input.host_identifier));
         }
     }
     Ok(json!({}))
+}
+
+/// Pending → Dispatched for `command`, if it is still Pending, its
+/// deployment still active, its instance in flight and every earlier event
+/// of the instance over without a failure that stops it. One transaction:
+/// the deployment's lock, then one conditional UPDATE whose row count
+/// decides. Under the lock no stop, timeout or completion of the same
+/// deployment runs in between, so the UPDATE's snapshot (taken after the
+/// lock was granted) is the current state; two claims of one command are
+/// serialized by the command's row lock and the second finds it Dispatched.
+async fn claim(conn: &mut sqlx::AnyConnection, command: &Command) -> Result<bool, sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    if !lock_deployment(&mut tx, &command.deployment_id, true).await? {
+        return Ok(false);
+    }
+    let claimed = sqlx::query(
+        "UPDATE host_commands SET status = 'Dispatched', dispatched_at = $1 WHERE command_id = $2 AND status = 'Pending' \
+         AND EXISTS (SELECT 1 FROM deployment_targets t WHERE t.deployment_id = host_commands.deployment_id \
+             AND t.instance_name = host_commands.instance_name AND t.status = 'InProgress') \
+         AND NOT EXISTS (SELECT 1 FROM host_commands e WHERE e.deployment_id = host_commands.deployment_id \
+             AND e.instance_name = host_commands.instance_name AND e.seq < host_commands.seq \
+             AND e.status NOT IN ('Succeeded', 'Ignored'))",
+    )
+    .bind(now_millis())
+    .bind(&command.command_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(claimed == 1)
 }
 
 fn host_command(command: &Command, host: &str) -> Value {
@@ -286,14 +318,18 @@ pub async fn specification(
 async fn acknowledge(state: &State, instance: &str, input: PutHostCommandAcknowledgementInput) -> OpResult {
     let id = &input.host_command_identifier;
     own_command(state, instance, id).await?;
-    sqlx::query(
+    let acknowledged = sqlx::query(
         "UPDATE host_commands SET status = 'InProgress', acknowledged_at = $1 WHERE command_id = $2 AND status = 'Dispatched'",
     )
     .bind(now_millis())
     .bind(id)
     .execute(&state.store.pool)
-    .await?;
+    .await?
+    .rows_affected();
     let command = own_command(state, instance, id).await?;
+    if acknowledged == 1 {
+        log::info!("{instance}: {} of {} acknowledged", command.name, command.deployment_id);
+    }
     Ok(json!({ "CommandStatus": command.state.command_status() }))
 }
 
@@ -321,8 +357,12 @@ async fn complete(state: &State, instance: &str, input: PutHostCommandCompleteIn
     };
     let now = now_millis();
     // The transaction's first statement writes: SQLite takes its write lock
-    // at once (no read-then-upgrade conflict), PostgreSQL locks the row.
+    // at once (no read-then-upgrade conflict), PostgreSQL locks the
+    // deployment's row, so the orchestrator's timeouts and a stop of the
+    // same deployment run before or after this completion, never across it
+    // (nor in the opposite lock order, which would deadlock).
     let mut tx = state.store.pool.begin().await?;
+    lock_deployment(&mut tx, &command.deployment_id, false).await?;
     let new_state = match succeeded {
         true => CommandState::Succeeded,
         false if rules::failure_ignored(&command.name, ignores) => CommandState::Ignored,

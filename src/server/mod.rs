@@ -84,7 +84,7 @@ pub async fn open_state(
 ) -> Result<Arc<State>, String> {
     std::fs::create_dir_all(data_dir).map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
     let url = database.map(str::to_string).unwrap_or_else(|| Store::sqlite_url(data_dir));
-    let store = Store::open(&url).await.map_err(|e| format!("opening the store {url}: {e}"))?;
+    let store = Store::open(&url).await?;
     auth::ensure_admin_credentials(&store, data_dir).await?;
     Ok(Arc::new(State { store, data_dir: data_dir.to_path_buf(), settings }))
 }

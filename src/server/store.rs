@@ -138,22 +138,75 @@ const SCHEMA: &[&str] = &[
         name TEXT PRIMARY KEY,
         secret TEXT NOT NULL,
         created_at BIGINT NOT NULL)",
+    // One command per (deployment, instance, event position): CreateDeployment
+    // writes them all in one transaction, and nothing may ever add a second.
+    "CREATE UNIQUE INDEX IF NOT EXISTS host_commands_once ON host_commands (deployment_id, instance_name, seq)",
 ];
+
+/// Key of the PostgreSQL advisory lock held while the schema is applied,
+/// so that replicas starting together on an empty database do not collide
+/// in `CREATE TABLE IF NOT EXISTS` (which is not atomic there).
+const SCHEMA_LOCK_KEY: i64 = 0x6564_6765_6470_6c79; // "edgedply"
+
+/// Which database a store URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite:...`: one file, the embedded default.
+    Sqlite,
+    /// `postgres://...` or `postgresql://...`: shared by server replicas.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend of `url`, or an error naming the schemes understood.
+    pub fn of(url: &str) -> Result<Backend, String> {
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
+        match scheme.as_str() {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            _ => Err(format!(
+                "database URL {}: unsupported scheme {scheme:?}; use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB",
+                redact(url)
+            )),
+        }
+    }
+}
+
+/// `url` with its password (if any) replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
 
 /// The store.
 #[derive(Debug, Clone)]
 pub struct Store {
     /// The connection pool; queries are written in the portable subset above.
     pub pool: AnyPool,
+    /// The database behind the pool.
+    pub backend: Backend,
 }
 
 impl Store {
     /// Opens (creating if needed) the database at `url` and applies the schema.
-    pub async fn open(url: &str) -> Result<Store, sqlx::Error> {
+    pub async fn open(url: &str) -> Result<Store, String> {
+        let backend = Backend::of(url)?;
+        Self::connect(url, backend).await.map_err(|e| format!("opening the store {}: {e}", redact(url)))
+    }
+
+    async fn connect(url: &str, backend: Backend) -> Result<Store, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let mut options = AnyConnectOptions::from_str(url)?;
         options = options.log_statements(log::LevelFilter::Trace);
-        let sqlite = url.starts_with("sqlite:");
+        let sqlite = backend == Backend::Sqlite;
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 4 } else { 16 })
             .acquire_timeout(Duration::from_secs(30))
@@ -173,15 +226,40 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        for statement in SCHEMA {
-            sqlx::query(statement).execute(&pool).await?;
-        }
-        Ok(Store { pool })
+        apply_schema(&pool, backend).await?;
+        Ok(Store { pool, backend })
     }
 
     /// The SQLite URL of the embedded default in `data_dir`.
     pub fn sqlite_url(data_dir: &std::path::Path) -> String {
         format!("sqlite://{}?mode=rwc", data_dir.join("edgedeploy.db").display())
+    }
+}
+
+/// Applies [`SCHEMA`]. On PostgreSQL in one transaction that first takes
+/// an advisory lock, so that replicas starting at the same moment apply it
+/// one after the other (DDL is transactional there: the second one finds
+/// every table in place). SQLite serializes writers by itself.
+async fn apply_schema(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
+    match backend {
+        Backend::Sqlite => {
+            for statement in SCHEMA {
+                sqlx::query(statement).execute(pool).await?;
+            }
+            Ok(())
+        }
+        Backend::Postgres => {
+            let mut tx = pool.begin().await?;
+            // Selected as text: the Any driver has no decoder for `void`.
+            let _: (String,) = sqlx::query_as("SELECT CAST(pg_advisory_xact_lock($1) AS TEXT)")
+                .bind(SCHEMA_LOCK_KEY)
+                .fetch_one(&mut *tx)
+                .await?;
+            for statement in SCHEMA {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
     }
 }
 
@@ -194,4 +272,31 @@ pub fn now_millis() -> i64 {
 /// A timestamp for the wire: epoch seconds, with milliseconds as fraction.
 pub fn wire_time(millis: i64) -> serde_json::Value {
     serde_json::json!(millis as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_recognized_by_scheme() {
+        assert_eq!(Backend::of("sqlite:///var/lib/edgedeploy/edgedeploy.db?mode=rwc"), Ok(Backend::Sqlite));
+        assert_eq!(Backend::of("postgres://u:p@db:5432/edgedeploy"), Ok(Backend::Postgres));
+        assert_eq!(Backend::of("PostgreSQL://db/edgedeploy"), Ok(Backend::Postgres));
+        let error = Backend::of("mysql://root:secret@db/x").unwrap_err();
+        assert!(error.contains("unsupported scheme \"mysql\""), "{error}");
+        assert!(!error.contains("secret"), "{error}");
+        assert!(Backend::of("/var/lib/edgedeploy.db").is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://edgedeploy:s3cr@t@db:5432/x?sslmode=prefer"),
+            "postgres://edgedeploy:***@db:5432/x?sslmode=prefer"
+        );
+        assert_eq!(redact("postgres://edgedeploy@db/x"), "postgres://edgedeploy@db/x");
+        assert_eq!(redact("sqlite:///data/edgedeploy.db?mode=rwc"), "sqlite:///data/edgedeploy.db?mode=rwc");
+        assert_eq!(redact("postgres://db/x"), "postgres://db/x");
+    }
 }
