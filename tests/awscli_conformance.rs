@@ -18,8 +18,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hmac::{Hmac, Mac};
 use serde_json::Value;
 use server_common::ServerProcess;
+use sha2::Sha256;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_edgedeploy-agent");
 
@@ -101,24 +103,108 @@ impl<'a> Aws<'a> {
     }
 }
 
+/// One request the webhook got: its lower-cased header names with their
+/// values, and its raw body.
+#[derive(Debug, Clone)]
+struct Delivery {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Delivery {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("trigger body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
 /// An HTTP endpoint on loopback that answers 200 to anything and keeps the
-/// request bodies: the target of a deployment group's trigger.
-fn webhook() -> (String, Arc<Mutex<Vec<String>>>) {
+/// requests: the target of a deployment group's trigger.
+fn webhook() -> (String, Arc<Mutex<Vec<Delivery>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding the webhook listener");
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
     std::thread::spawn(move || {
-        for stream in listener.incoming().take(100) {
+        for stream in listener.incoming().take(200) {
             let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = vec![0u8; 64 * 1024];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            sink.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).to_string());
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            if let Some(delivery) = read_request(&mut stream) {
+                sink.lock().unwrap().push(delivery);
+            }
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         }
     });
     (url, seen)
+}
+
+/// Reads one HTTP/1.1 request with a `content-length` body (what the
+/// server's trigger delivery sends), or None if it is cut short.
+fn read_request(stream: &mut impl Read) -> Option<Delivery> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut buf).ok().filter(|n| *n > 0)?;
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let length: usize =
+        headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    while data.len() < head_end + length {
+        let n = stream.read(&mut buf).ok().filter(|n| *n > 0)?;
+        data.extend_from_slice(&buf[..n]);
+    }
+    Some(Delivery { headers, body: data[head_end..head_end + length].to_vec() })
+}
+
+/// `sha256=` and the lowercase hex HMAC-SHA256 of `body` under `key`.
+fn signature(key: &[u8], body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(body);
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// Waits (at most 60 s) until the webhook has, for every `(eventType,
+/// deploymentId, n)` in `wanted`, at least n such events; returns
+/// everything it got by then.
+fn wait_for_events(seen: &Mutex<Vec<Delivery>>, wanted: &[(&str, &str, usize)]) -> Vec<Delivery> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = seen.lock().unwrap().clone();
+        let has = |(kind, id, n): &(&str, &str, usize)| {
+            let count = got
+                .iter()
+                .filter(|d| {
+                    let m = d.json();
+                    m["eventType"] == *kind && m["deploymentId"] == *id
+                })
+                .count();
+            count >= *n
+        };
+        if wanted.iter().all(has) {
+            return got;
+        }
+        if Instant::now() > deadline {
+            let kinds: Vec<String> =
+                got.iter().map(|d| format!("{} {}", d.json()["eventType"], d.json()["deploymentId"])).collect();
+            panic!("within 60 s the webhook got {kinds:?}, not all of {wanted:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Writes an app (AppSpec + hook + `sleep` file) into `dir`.
@@ -435,10 +521,13 @@ fn aws_cli_deploys_to_real_agents_waits_for_success_and_stops() {
     let aws = Aws::new(&server);
     let work = server.work_dir().to_path_buf();
     let _agents = Agents::start(&server, &["dev-1", "dev-2"]);
-    let (hook, _) = webhook();
+    let (hook, seen) = webhook();
 
     aws.ok(&["deploy", "create-application", "--application-name", "shop"]);
-    let trigger = format!("triggerName=notify,triggerTargetArn={hook},triggerEvents=DeploymentSuccess");
+    let trigger = format!(
+        "triggerName=notify,triggerTargetArn={hook},\
+         triggerEvents=DeploymentStart,DeploymentSuccess,DeploymentStop,InstanceStart,InstanceSuccess"
+    );
     aws.ok(&[
         "deploy",
         "create-deployment-group",
@@ -525,6 +614,7 @@ fn aws_cli_deploys_to_real_agents_waits_for_success_and_stops() {
     let listed =
         aws.ok(&["deploy", "list-deployments", "--application-name", "shop", "--deployment-group-name", "fleet"]);
     assert_eq!(listed["deployments"], serde_json::json!([id]));
+    check_trigger_deliveries(&server, &seen, &id);
 
     // A slow revision pushed with `aws deploy push` (zip), stopped in flight.
     let slow = work.join("slow");
@@ -576,4 +666,79 @@ fn aws_cli_deploys_to_real_agents_waits_for_success_and_stops() {
     assert!(stderr.contains("Waiter DeploymentSuccessful failed"), "{stderr}");
     let stderr = aws.fails(&["deploy", "stop-deployment", "--deployment-id", &slow_id]);
     assert!(stderr.contains("DeploymentAlreadyCompletedException"), "{stderr}");
+    // The stopped deployment's trigger events: started, stopped, never a success.
+    let got = wait_for_events(&seen, &[("DeploymentStart", &slow_id, 1), ("DeploymentStop", &slow_id, 1)]);
+    let slow_kinds: Vec<String> = got
+        .iter()
+        .map(Delivery::json)
+        .filter(|m| m["deploymentId"] == slow_id.as_str())
+        .map(|m| m["eventType"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(!slow_kinds.iter().any(|k| k == "DeploymentSuccess" || k == "InstanceSuccess"), "{slow_kinds:?}");
+    let stop = got.iter().map(Delivery::json).find(|m| m["eventType"] == "DeploymentStop").unwrap();
+    assert_eq!(stop["status"], "Stopped", "{stop}");
+    check_signed_once(&server, &got);
+}
+
+/// The webhook got deployment `id`'s DeploymentStart and
+/// DeploymentSuccess once each and InstanceStart and InstanceSuccess once
+/// per device, each naming the deployment, application and group, each
+/// signed with the server's key, each eventId once.
+fn check_trigger_deliveries(server: &ServerProcess, seen: &Mutex<Vec<Delivery>>, id: &str) {
+    let wanted = [
+        ("DeploymentStart", id, 1),
+        ("DeploymentSuccess", id, 1),
+        ("InstanceStart", id, 2),
+        ("InstanceSuccess", id, 2),
+    ];
+    let got = wait_for_events(seen, &wanted);
+    let messages: Vec<Value> = got.iter().map(Delivery::json).filter(|m| m["deploymentId"] == id).collect();
+    let of = |kind: &str| messages.iter().filter(|m| m["eventType"] == kind).cloned().collect::<Vec<Value>>();
+    assert_eq!(of("DeploymentStart").len(), 1, "{messages:?}");
+    let success = of("DeploymentSuccess");
+    assert_eq!(success.len(), 1, "{messages:?}");
+    assert_eq!(success[0]["status"], "Succeeded", "{}", success[0]);
+    assert_eq!(success[0]["deploymentOverview"]["Succeeded"], "2", "{}", success[0]);
+    for kind in ["InstanceStart", "InstanceSuccess"] {
+        let mut names: Vec<String> =
+            of(kind).iter().map(|m| m["instanceName"].as_str().unwrap_or_default().to_string()).collect();
+        names.sort();
+        assert_eq!(names, ["dev-1", "dev-2"], "{kind}: {messages:?}");
+    }
+    for m in of("InstanceSuccess") {
+        assert_eq!(m["instanceStatus"], "Succeeded", "{m}");
+    }
+    for m in &messages {
+        assert_eq!(m["applicationName"], "shop", "{m}");
+        assert_eq!(m["deploymentGroupName"], "fleet", "{m}");
+        assert_eq!(m["eventTriggerName"], "notify", "{m}");
+        let kind = m["eventType"].as_str().unwrap_or_default();
+        assert!(["DeploymentStart", "DeploymentSuccess", "InstanceStart", "InstanceSuccess"].contains(&kind), "{m}");
+    }
+    check_signed_once(server, &got);
+}
+
+/// Every delivery carries a valid `X-Edgedeploy-Signature` (HMAC-SHA256
+/// of the raw body under the key in DATA_DIR/trigger-signing-key) and
+/// headers matching its body, and no eventId came twice.
+fn check_signed_once(server: &ServerProcess, got: &[Delivery]) {
+    let path = server.data_dir().join("trigger-signing-key");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let key = text.strip_suffix('\n').unwrap_or(&text);
+    assert!(key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()), "{}: {text:?}", path.display());
+    let mut ids = Vec::new();
+    for d in got {
+        let m = d.json();
+        let wanted = signature(key.as_bytes(), &d.body);
+        assert_eq!(d.header("x-edgedeploy-signature"), Some(wanted.as_str()), "{m}");
+        // A signature over anything else does not match.
+        assert_ne!(signature(b"another key", &d.body), wanted);
+        assert_eq!(d.header("x-edgedeploy-event-id"), m["eventId"].as_str(), "{m}");
+        assert_eq!(d.header("x-edgedeploy-event-type"), m["eventType"].as_str(), "{m}");
+        assert!(d.header("content-type").is_some_and(|t| t.starts_with("application/json")), "{m}");
+        let event_id = m["eventId"].as_str().unwrap_or_else(|| panic!("no eventId: {m}")).to_string();
+        assert!(event_id.starts_with("ev-"), "{m}");
+        assert!(!ids.contains(&event_id), "eventId {event_id} delivered twice");
+        ids.push(event_id);
+    }
 }

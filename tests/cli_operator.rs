@@ -566,3 +566,87 @@ fn deploy_watch_stop_and_rollback_with_real_agents() {
     );
     assert_eq!(fleet.deployment(&seventh)["status"], "Stopped");
 }
+
+/// The rollback deployment named in `id`'s `rollbackInfo`.
+fn rollback_of(fleet: &Fleet, id: &str) -> String {
+    let info = fleet.json(&["get", "deployment", id]);
+    info["deploymentInfo"]["rollbackInfo"]["rollbackDeploymentId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("deployment {id} has no rollbackDeploymentId: {info}"))
+        .to_string()
+}
+
+#[test]
+fn the_servers_rollbacks_show_in_get_and_list_and_stop_rollback_names_them() {
+    let fleet = Fleet::start(1);
+    fleet.create_group();
+    fleet.server.boto3_ok(
+        r#"
+        client().update_deployment_group(applicationName="shop", currentDeploymentGroupName="g",
+            autoRollbackConfiguration={"enabled": True, "events": ["DEPLOYMENT_FAILURE"]})
+        emit("ok")
+        "#,
+    );
+    let a = fleet.push("a", 0);
+    let deploy = |key: &str, wait: bool| {
+        let mut args = vec!["deploy", "--application", "shop", "--deployment-group", "g"];
+        args.extend(["--bucket", "edgedeploy-bundles", "--key", key]);
+        if wait {
+            args.push("--wait");
+        }
+        let out = fleet.run(&args);
+        (out.status.success(), created_id(&String::from_utf8_lossy(&out.stdout)))
+    };
+    let (ok, good) = deploy(&a, true);
+    assert!(ok, "deployment {good} of a failed");
+
+    // b fails on the real agent: the server rolls back to a by itself.
+    let b = fleet.push_app("b", 0, true);
+    let (ok, failed) = deploy(&b, true);
+    assert!(!ok, "deployment {failed} of a failing revision exited 0");
+    let rollback = rollback_of(&fleet, &failed);
+    let watched = fleet.ok(&["watch", &rollback]);
+    assert!(watched.contains(&format!("deployment {rollback} succeeded")), "{watched}");
+
+    let info = fleet.json(&["get", "deployment", &rollback])["deploymentInfo"].clone();
+    assert_eq!(info["creator"], "codeDeployRollback", "{info}");
+    assert_eq!(info["rollbackInfo"]["rollbackTriggeringDeploymentId"], failed.as_str(), "{info}");
+    assert_eq!(info["revision"]["s3Location"]["key"], a.as_str(), "{info}");
+    let text = fleet.ok(&["get", "deployment", &rollback]);
+    assert_eq!(row(&text, "creator")[1], "codeDeployRollback", "{text}");
+    assert!(text.contains(&format!("rolls back {failed}")), "{text}");
+    let text = fleet.ok(&["get", "deployment", &failed]);
+    assert!(text.contains(&format!("rolled back by {rollback}")), "{text}");
+    assert_eq!(row(&text, "creator")[1], "user", "{text}");
+
+    let table = fleet.ok(&["list", "deployments", "--application", "shop", "--deployment-group", "g"]);
+    assert!(table.lines().next().is_some_and(|header| header.trim_end().ends_with("ROLLBACK")), "{table}");
+    assert_eq!(row(&table, &rollback).last().copied(), Some(format!("of {failed}").as_str()), "{table}");
+    assert_eq!(row(&table, &failed).last().copied(), Some(format!("by {rollback}").as_str()), "{table}");
+    assert_eq!(row(&table, &good).last().copied(), Some("-"), "{table}");
+
+    // stop --rollback on a deployment in flight: the command names the
+    // rollback the server made, back to a (the rollback's success counts).
+    let c = fleet.push("c", 30);
+    let (ok, slow) = deploy(&c, false);
+    assert!(ok, "deploy {slow}");
+    fleet.wait_in_flight(&slow);
+    let said = fleet.ok(&["stop", &slow, "--rollback"]);
+    let second = rollback_of(&fleet, &slow);
+    assert!(said.contains(&format!("rolling back with deployment {second};")), "{said}");
+    let info = fleet.json(&["get", "deployment", &second])["deploymentInfo"].clone();
+    assert_eq!(info["creator"], "codeDeployRollback", "{info}");
+    assert_eq!(info["revision"]["s3Location"]["key"], a.as_str(), "{info}");
+    let watched = fleet.ok(&["watch", &second]);
+    assert!(watched.contains(&format!("deployment {second} succeeded")), "{watched}");
+
+    // The manual rollback goes by the same rule: the group is on a, and
+    // every earlier success is a or was undone, so there is nothing to go
+    // back to (and nothing is deployed).
+    let out = fleet.run(&["rollback", "--application", "shop", "--deployment-group", "g"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("nothing to roll back to"), "{stderr}");
+    let listed = fleet.json(&["list", "deployments", "--application", "shop", "--deployment-group", "g"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(5), "{listed}");
+}

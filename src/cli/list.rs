@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::connect::Operator;
 use super::table::{self, Table};
+use crate::server::orchestrator::rollback::rolls_back;
 
 /// The resources `list` and `get` know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +202,8 @@ fn deployments(op: &Operator, filters: &Filters) -> Result<Listing, String> {
     }
     let ids = all_pages(op, "ListDeployments", input, "deployments")?;
     let docs = batch_deployments(op, &ids)?;
-    let mut t = Table::new(&["DEPLOYMENT", "APPLICATION", "GROUP", "STATUS", "CREATED", "INSTANCES", "REVISION"]);
+    let mut t =
+        Table::new(&["DEPLOYMENT", "APPLICATION", "GROUP", "STATUS", "CREATED", "INSTANCES", "REVISION", "ROLLBACK"]);
     for d in &docs {
         t.row(vec![
             table::text(&d["deploymentId"]),
@@ -211,9 +213,23 @@ fn deployments(op: &Operator, filters: &Filters) -> Result<Listing, String> {
             table::time(&d["createTime"]),
             table::overview(&d["deploymentOverview"]),
             table::revision(&d["revision"]),
+            rollback_marker(d),
         ]);
     }
     Ok(Listing { docs, table: t })
+}
+
+/// The ROLLBACK column: `of d-X` for a rollback deployment (the server's,
+/// creator `codeDeployRollback`, or one `edgedeploy rollback` made),
+/// `by d-Y` for a deployment a server rollback undid, `-` otherwise.
+fn rollback_marker(d: &Value) -> String {
+    if let Some(id) = rolls_back(d) {
+        return format!("of {id}");
+    }
+    match d["rollbackInfo"]["rollbackDeploymentId"].as_str() {
+        Some(id) => format!("by {id}"),
+        None => "-".into(),
+    }
 }
 
 /// The DeploymentInfo of each id, in the order given.

@@ -6,10 +6,9 @@
 //! `rollback --application A --deployment-group G`: when the group has a
 //! deployment in progress, stop it with `autoRollbackEnabled`; if the
 //! server starts a rollback deployment, that is the rollback. Otherwise
-//! redeploy the revision of the group's newest successful deployment older
-//! than its latest one whose revision differs from the latest one's and
-//! that no rollback undid (so a second rollback goes one revision further
-//! back instead of returning to the revision rolled back from).
+//! redeploy the revision of the previous good deployment for the group's
+//! latest one, by the same rule as the server's automatic rollbacks
+//! ([`previous_good`], `docs/orchestrator.md` rule 13).
 
 use std::time::{Duration, Instant};
 
@@ -18,11 +17,10 @@ use serde_json::{Value, json};
 use super::connect::Operator;
 use super::list;
 use super::table;
+use crate::server::orchestrator::rollback::{MANUAL_ROLLBACK_PREFIX, previous_good};
 
 /// Deployment statuses that hold the group (a new deployment is refused).
 const ACTIVE: [&str; 5] = ["Created", "Queued", "InProgress", "Baking", "Ready"];
-/// How the description of a rollback deployment made here starts.
-const DESCRIPTION_PREFIX: &str = "rollback of ";
 /// How long `stop --rollback` looks for the server's rollback deployment.
 const ROLLBACK_APPEARS: Duration = Duration::from_secs(3);
 
@@ -98,7 +96,7 @@ pub fn rollback(op: &Operator, application: &str, group: &str) -> Result<RolledB
     let (latest, target) = rollback_target(op, application, group)?;
     let revision = target["revision"].clone();
     let description =
-        format!("rollback of {latest}: redeploys the revision of {}", table::text(&target["deploymentId"]));
+        format!("{MANUAL_ROLLBACK_PREFIX}{latest}: redeploys the revision of {}", table::text(&target["deploymentId"]));
     let input = json!({
         "applicationName": application, "deploymentGroupName": group,
         "revision": revision, "description": description,
@@ -147,76 +145,13 @@ fn rollback_target(op: &Operator, application: &str, group: &str) -> Result<(Str
     let mut seen = Vec::new();
     for chunk in ids.chunks(25) {
         seen.extend(list::batch_deployments(op, chunk)?);
-        if let Some(target) = choose(&seen) {
-            return Ok((table::text(&seen[0]["deploymentId"]), target.clone()));
+        let latest = table::text(&seen[0]["deploymentId"]);
+        if let Some(target) = previous_good(&seen, &latest) {
+            return Ok((latest, target.clone()));
         }
     }
     let latest = seen.first().map(|l| table::text(&l["deploymentId"])).unwrap_or_default();
     Err(none(&format!(
         "no deployment of {application}/{group} before {latest} succeeded with another revision than {latest}'s"
     )))
-}
-
-/// Of a group's deployments, newest first: the newest one after the first
-/// that succeeded with another revision than the first's and that no
-/// rollback undid.
-fn choose(newest_first: &[Value]) -> Option<&Value> {
-    let (latest, older) = newest_first.split_first()?;
-    let undone: Vec<&str> = newest_first.iter().filter_map(rolls_back).collect();
-    older.iter().find(|d| {
-        d["status"] == "Succeeded"
-            && d["revision"] != latest["revision"]
-            && !undone.contains(&d["deploymentId"].as_str().unwrap_or_default())
-    })
-}
-
-/// The deployment that `deployment` rolls back: the server's
-/// `rollbackInfo.rollbackTriggeringDeploymentId`, or the id in the
-/// description this command gives its rollback deployments.
-fn rolls_back(deployment: &Value) -> Option<&str> {
-    if let Some(id) = deployment["rollbackInfo"]["rollbackTriggeringDeploymentId"].as_str() {
-        return Some(id);
-    }
-    let rest = deployment["description"].as_str()?.strip_prefix(DESCRIPTION_PREFIX)?;
-    rest.split(':').next()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn d(id: &str, status: &str, key: &str) -> Value {
-        json!({"deploymentId": id, "status": status,
-               "revision": {"revisionType": "S3", "s3Location": {"bucket": "b", "key": key, "bundleType": "tgz"}}})
-    }
-
-    #[test]
-    fn rollback_goes_to_the_last_success_with_another_revision() {
-        // v2 succeeded after v1: back to v1.
-        let history = [d("d-3", "Succeeded", "v2"), d("d-2", "Succeeded", "v1")];
-        assert_eq!(choose(&history).unwrap()["deploymentId"], "d-2");
-        // v2 failed or was stopped: back to the last success, v1.
-        let history = [d("d-3", "Stopped", "v2"), d("d-2", "Failed", "v2"), d("d-1", "Succeeded", "v1")];
-        assert_eq!(choose(&history).unwrap()["deploymentId"], "d-1");
-        // After a rollback from v2 to v1 (d-4), again: past the undone v2
-        // and v1 itself, to v0.
-        let mut rollback = d("d-4", "Succeeded", "v1");
-        rollback["description"] = json!("rollback of d-3: redeploys the revision of d-2");
-        let history =
-            [rollback.clone(), d("d-3", "Succeeded", "v2"), d("d-2", "Succeeded", "v1"), d("d-1", "Succeeded", "v0")];
-        assert_eq!(choose(&history).unwrap()["deploymentId"], "d-1");
-        // The same when the server made the rollback.
-        let mut by_server = d("d-4", "Succeeded", "v1");
-        by_server["rollbackInfo"] = json!({"rollbackTriggeringDeploymentId": "d-3"});
-        let history =
-            [by_server, d("d-3", "Succeeded", "v2"), d("d-2", "Succeeded", "v1"), d("d-1", "Succeeded", "v0")];
-        assert_eq!(choose(&history).unwrap()["deploymentId"], "d-1");
-        // A plain redeploy of v1 is no rollback: back to v2.
-        let history = [d("d-4", "Succeeded", "v1"), d("d-3", "Succeeded", "v2"), d("d-2", "Succeeded", "v1")];
-        assert_eq!(choose(&history).unwrap()["deploymentId"], "d-3");
-        // Only the latest, or only the same revision: nothing.
-        assert!(choose(&[d("d-1", "Succeeded", "v1")]).is_none());
-        assert!(choose(&[d("d-2", "Failed", "v1"), d("d-1", "Succeeded", "v1")]).is_none());
-        assert!(choose(&[]).is_none());
-    }
 }

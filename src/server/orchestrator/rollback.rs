@@ -27,19 +27,61 @@ pub fn configured_for(doc: &Value, event: &str) -> bool {
         && config["events"].as_array().is_some_and(|events| events.iter().any(|e| e == event))
 }
 
-/// The last deployment of `failed`'s group that succeeded before it.
+/// How the description of a rollback deployment made by `edgedeploy
+/// rollback` (a plain CreateDeployment, which cannot carry `rollbackInfo`)
+/// starts: "rollback of d-XXXXXXXXX: ...".
+pub const MANUAL_ROLLBACK_PREFIX: &str = "rollback of ";
+
+/// The deployment that `deployment` (a DeploymentInfo) rolls back: its
+/// `rollbackInfo.rollbackTriggeringDeploymentId` (the server's rollbacks),
+/// else the id its description names after [`MANUAL_ROLLBACK_PREFIX`].
+pub fn rolls_back(deployment: &Value) -> Option<&str> {
+    if let Some(id) = deployment["rollbackInfo"]["rollbackTriggeringDeploymentId"].as_str() {
+        return Some(id);
+    }
+    let rest = deployment["description"].as_str()?.strip_prefix(MANUAL_ROLLBACK_PREFIX)?;
+    rest.split(':').next()
+}
+
+/// The **previous good deployment** for deployment `from`: the one rule
+/// for the server's automatic rollbacks and `edgedeploy rollback`
+/// (`docs/orchestrator.md`, rule 13). `group` is every deployment of the
+/// group, newest first (create time, then id, descending; each a
+/// DeploymentInfo with `status`). The answer is the newest deployment
+/// created before `from` that Succeeded, whose revision differs from
+/// `from`'s, and that no rollback undid (see [`rolls_back`]).
+pub fn previous_good<'a>(group: &'a [Value], from: &str) -> Option<&'a Value> {
+    let position = group.iter().position(|d| d["deploymentId"] == from)?;
+    let revision = &group[position]["revision"];
+    let undone: Vec<&str> = group.iter().filter_map(rolls_back).collect();
+    group[position + 1..].iter().find(|d| {
+        d["status"] == "Succeeded"
+            && d["revision"] != *revision
+            && !undone.contains(&d["deploymentId"].as_str().unwrap_or_default())
+    })
+}
+
+/// The previous good deployment for `failed` ([`previous_good`]).
 async fn last_success(conn: &mut AnyConnection, failed: &Deployment) -> Result<Option<Deployment>, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as(
-        "SELECT deployment_id FROM deployments WHERE deployment_group_id = $1 AND status = 'Succeeded' \
-         AND create_time <= $2 AND deployment_id <> $3 ORDER BY create_time DESC, deployment_id DESC LIMIT 1",
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT deployment_id, status, doc FROM deployments WHERE deployment_group_id = $1 \
+         ORDER BY create_time DESC, deployment_id DESC",
     )
     .bind(&failed.group_id)
-    .bind(failed.create_time)
-    .bind(&failed.id)
-    .fetch_optional(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    match row {
-        Some((id,)) => records::load_deployment(conn, &id).await,
+    let group: Vec<Value> = rows
+        .into_iter()
+        .map(|(id, status, doc)| {
+            let doc: Value = serde_json::from_str(&doc).unwrap_or_else(|_| json!({}));
+            json!({
+                "deploymentId": id, "status": status, "revision": doc["revision"],
+                "rollbackInfo": doc["rollbackInfo"], "description": doc["description"],
+            })
+        })
+        .collect();
+    match previous_good(&group, &failed.id).and_then(|d| d["deploymentId"].as_str()) {
+        Some(id) => records::load_deployment(conn, id).await,
         None => Ok(None),
     }
 }
@@ -72,7 +114,8 @@ pub async fn roll_back(
     let Some(good) = last_success(conn, &failed).await? else {
         let message = format!(
             "Automatic rollback was not done: deployment {failed_id} {why}, and no earlier deployment of deployment \
-             group {} succeeded, so there is no known good revision to redeploy.",
+             group {} succeeded with another revision (one no rollback undid), so there is no known good revision \
+             to redeploy.",
             failed.group_name
         );
         log::warn!("deployment {failed_id}: {message}");
@@ -190,5 +233,49 @@ mod tests {
         let off = json!({"autoRollbackConfiguration": {"enabled": false, "events": ["DEPLOYMENT_FAILURE"]}});
         assert!(!configured_for(&off, ON_FAILURE));
         assert!(!configured_for(&json!({}), ON_FAILURE));
+    }
+
+    fn d(id: &str, status: &str, key: &str) -> Value {
+        json!({"deploymentId": id, "status": status,
+               "revision": {"revisionType": "S3", "s3Location": {"bucket": "b", "key": key, "bundleType": "tgz"}}})
+    }
+
+    fn good<'a>(group: &'a [Value], from: &str) -> Option<&'a str> {
+        previous_good(group, from).and_then(|d| d["deploymentId"].as_str())
+    }
+
+    #[test]
+    fn the_previous_good_deployment_succeeded_earlier_with_another_revision_and_was_not_undone() {
+        // v2 succeeded after v1: back to v1.
+        let group = [d("d-3", "Succeeded", "v2"), d("d-2", "Succeeded", "v1")];
+        assert_eq!(good(&group, "d-3"), Some("d-2"));
+        // v2 failed or was stopped: back to the last success, v1.
+        let group = [d("d-3", "Stopped", "v2"), d("d-2", "Failed", "v2"), d("d-1", "Succeeded", "v1")];
+        assert_eq!(good(&group, "d-3"), Some("d-1"));
+        // A failed redeploy of v2 after v2 succeeded: back to v1, not v2 again.
+        let group = [d("d-3", "Failed", "v2"), d("d-2", "Succeeded", "v2"), d("d-1", "Succeeded", "v1")];
+        assert_eq!(good(&group, "d-3"), Some("d-1"));
+        // Only deployments created before `from` count.
+        let group = [d("d-3", "Succeeded", "v0"), d("d-2", "Failed", "v2"), d("d-1", "Succeeded", "v1")];
+        assert_eq!(good(&group, "d-2"), Some("d-1"));
+        // After a rollback from v2 to v1 (d-4), again: past the undone v2
+        // and v1 itself, to v0; whether `edgedeploy rollback` made it ...
+        let mut manual = d("d-4", "Succeeded", "v1");
+        manual["description"] = json!("rollback of d-3: redeploys the revision of d-2");
+        let group = [manual, d("d-3", "Succeeded", "v2"), d("d-2", "Succeeded", "v1"), d("d-1", "Succeeded", "v0")];
+        assert_eq!(good(&group, "d-4"), Some("d-1"));
+        // ... or the server did.
+        let mut by_server = d("d-4", "Succeeded", "v1");
+        by_server["rollbackInfo"] = json!({"rollbackTriggeringDeploymentId": "d-3"});
+        let group = [by_server, d("d-3", "Succeeded", "v2"), d("d-2", "Succeeded", "v1"), d("d-1", "Succeeded", "v0")];
+        assert_eq!(good(&group, "d-4"), Some("d-1"));
+        // A plain redeploy of v1 is no rollback: back to v2.
+        let group = [d("d-4", "Succeeded", "v1"), d("d-3", "Succeeded", "v2"), d("d-2", "Succeeded", "v1")];
+        assert_eq!(good(&group, "d-4"), Some("d-3"));
+        // Nothing earlier, only the same revision, or `from` unknown: none.
+        assert_eq!(good(&[d("d-1", "Succeeded", "v1")], "d-1"), None);
+        assert_eq!(good(&[d("d-2", "Failed", "v1"), d("d-1", "Succeeded", "v1")], "d-2"), None);
+        assert_eq!(good(&[d("d-1", "Succeeded", "v1")], "d-9"), None);
+        assert_eq!(good(&[], "d-1"), None);
     }
 }
