@@ -152,6 +152,7 @@ fn rollback_target(op: &Operator, application: &str, group: &str) -> Result<(Str
     }
     let latest = seen.first().map(|l| table::text(&l["deploymentId"])).unwrap_or_default();
     Err(none(&format!(
-        "no deployment of {application}/{group} before {latest} succeeded with another revision than {latest}'s"
+        "no deployment of {application}/{group} before {latest} succeeded (with another revision than {latest}'s, \
+         when {latest} itself succeeded)"
     )))
 }

@@ -47,14 +47,23 @@ pub fn rolls_back(deployment: &Value) -> Option<&str> {
 /// for the server's automatic rollbacks and `edgedeploy rollback`
 /// (`docs/orchestrator.md`, rule 13). `group` is every deployment of the
 /// group, newest first (create time, then id, descending; each a
-/// DeploymentInfo with `status`). The answer is the newest deployment
-/// created before `from` that Succeeded, whose revision differs from
-/// `from`'s, and that no rollback undid (see [`rolls_back`]).
+/// DeploymentInfo with `status`). When `from` did not succeed (it failed or
+/// was stopped: every automatic rollback), the answer is the newest
+/// deployment created before it that Succeeded, whatever its revision: the
+/// group's last successful revision, as CodeDeploy does. When `from`
+/// succeeded (only `edgedeploy rollback` asks then), it is the newest
+/// deployment created before `from` that Succeeded, whose revision differs
+/// from `from`'s, and that no rollback undid (see [`rolls_back`]), so a
+/// second rollback goes one revision further back, not forth.
 pub fn previous_good<'a>(group: &'a [Value], from: &str) -> Option<&'a Value> {
     let position = group.iter().position(|d| d["deploymentId"] == from)?;
+    let earlier = &group[position + 1..];
+    if group[position]["status"] != "Succeeded" {
+        return earlier.iter().find(|d| d["status"] == "Succeeded");
+    }
     let revision = &group[position]["revision"];
     let undone: Vec<&str> = group.iter().filter_map(rolls_back).collect();
-    group[position + 1..].iter().find(|d| {
+    earlier.iter().find(|d| {
         d["status"] == "Succeeded"
             && d["revision"] != *revision
             && !undone.contains(&d["deploymentId"].as_str().unwrap_or_default())
@@ -252,8 +261,12 @@ mod tests {
         // v2 failed or was stopped: back to the last success, v1.
         let group = [d("d-3", "Stopped", "v2"), d("d-2", "Failed", "v2"), d("d-1", "Succeeded", "v1")];
         assert_eq!(good(&group, "d-3"), Some("d-1"));
-        // A failed redeploy of v2 after v2 succeeded: back to v1, not v2 again.
+        // A failed redeploy of v2 after v2 succeeded: v2, the last
+        // successful revision (CodeDeploy's rule for a failed deployment).
         let group = [d("d-3", "Failed", "v2"), d("d-2", "Succeeded", "v2"), d("d-1", "Succeeded", "v1")];
+        assert_eq!(good(&group, "d-3"), Some("d-2"));
+        // A succeeded v2 rolled back by hand: back to v1, not v2 again.
+        let group = [d("d-3", "Succeeded", "v2"), d("d-2", "Succeeded", "v2"), d("d-1", "Succeeded", "v1")];
         assert_eq!(good(&group, "d-3"), Some("d-1"));
         // Only deployments created before `from` count.
         let group = [d("d-3", "Succeeded", "v0"), d("d-2", "Failed", "v2"), d("d-1", "Succeeded", "v1")];
@@ -274,7 +287,8 @@ mod tests {
         assert_eq!(good(&group, "d-4"), Some("d-3"));
         // Nothing earlier, only the same revision, or `from` unknown: none.
         assert_eq!(good(&[d("d-1", "Succeeded", "v1")], "d-1"), None);
-        assert_eq!(good(&[d("d-2", "Failed", "v1"), d("d-1", "Succeeded", "v1")], "d-2"), None);
+        assert_eq!(good(&[d("d-2", "Succeeded", "v1"), d("d-1", "Succeeded", "v1")], "d-2"), None);
+        assert_eq!(good(&[d("d-2", "Failed", "v1"), d("d-1", "Failed", "v0")], "d-2"), None);
         assert_eq!(good(&[d("d-1", "Succeeded", "v1")], "d-9"), None);
         assert_eq!(good(&[], "d-1"), None);
     }
