@@ -391,9 +391,19 @@ fn two_replicas_on_one_database_send_each_event_once() {
     let key = std::fs::read_to_string(first.dir.join("trigger-signing-key")).unwrap();
     assert_eq!(std::fs::read_to_string(second.dir.join("trigger-signing-key")).unwrap(), key);
     assert!(all.iter().all(|r| r.headers["x-edgedeploy-signature"] == sign(key.trim().as_bytes(), r.body.as_bytes())));
-    let by_first = first.log().matches("delivered to").count();
-    let by_second = second.log().matches("delivered to").count();
+    // Only this receiver's deliveries. On a database shared with the tests
+    // running beside this one (EDGEDEPLOY_TEST_DATABASE), their servers are
+    // replicas too and may deliver some of these events: then the two
+    // replicas here sent at most the 30 (the receiver's count above is the
+    // exactly-once check); on the test's own SQLite file, exactly the 30.
+    let ours = format!("delivered to {}", receiver.url());
+    let by_first = first.log().matches(ours.as_str()).count();
+    let by_second = second.log().matches(ours.as_str()).count();
     eprintln!("deliveries: first replica {by_first}, second {by_second}");
-    assert_eq!(by_first + by_second, 30, "first {by_first}, second {by_second}");
+    if std::env::var_os("EDGEDEPLOY_TEST_DATABASE").is_some() {
+        assert!(by_first + by_second <= 30, "first {by_first}, second {by_second}");
+    } else {
+        assert_eq!(by_first + by_second, 30, "first {by_first}, second {by_second}");
+    }
     drop(receiver);
 }
