@@ -1,7 +1,9 @@
 # Host-side helpers of images/run-tests.sh: one QEMU guest at a time, its
-# serial console in a log file, markers read from that log, and the test
-# server (a loopback HTTP server the guest reaches through guestfwd).
-# Source after cross/lib.sh; needs IMG (image dir), WORK (work dir).
+# serial console in a log file, markers read from that log, the edgedeploy
+# server and the test harness's HTTP server (both on loopback; the guest
+# reaches them only through guestfwd).
+# Source after cross/lib.sh; needs IMG (image dir), WORK (work dir),
+# SERVER_PORT (the edgedeploy server's port on 127.0.0.1).
 
 VM_PID=""      # qemu's pid (from -pidfile)
 VM_WRAP=""     # pid of the `timeout` wrapping qemu
@@ -51,12 +53,14 @@ vm_start() {
     VM_LOG=$WORK/$name.serial.log
     VM_POS=0
     : >"$VM_LOG"
-    rm -f "$WORK/qemu.pid"
+    rm -f "$WORK/qemu.pid" "$WORK/$name.conns"
     # A fresh harness runs every command it finds once: leave it none.
     harness_send none
     VM_T0=$(now_ms)
-    # Network: user mode, restricted (no route anywhere); 10.0.2.100:80 in
-    # the guest is forwarded to the test server on this machine's loopback.
+    # Network: user mode, restricted (no route anywhere). In the guest,
+    # 10.0.2.100:SERVER_PORT is the edgedeploy server and 10.0.2.101:80 the
+    # test harness's server, both on this machine's loopback. Connections
+    # to the edgedeploy server are logged (host ms) in $WORK/NAME.conns.
     # Disk: qcow2, writeback cache: the guest's flushes are honoured, and
     # killing qemu loses what the guest had not flushed.
     timeout -s KILL "${VM_TIMEOUT:-900}" "$QEMU" -M "$MACHINE" -cpu "$CPU" -m "${VM_MEM:-256}" -smp 1 \
@@ -66,7 +70,7 @@ vm_start() {
         -serial "file:$VM_LOG" \
         -drive "file=$disk,if=none,id=d0,format=qcow2,cache=writeback,discard=unmap" \
         -device virtio-blk-device,drive=d0 \
-        -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:$HTTPD_PORT" \
+        -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:$SERVER_PORT-cmd:$REPO/images/lib/fwd.sh $WORK/$name.conns $SERVER_PORT,guestfwd=tcp:10.0.2.101:80-cmd:socat - TCP:127.0.0.1:$HTTPD_PORT" \
         -device virtio-net-device,netdev=n0 \
         -device virtio-rng-device \
         >"$WORK/$name.qemu.log" 2>&1 &
