@@ -29,8 +29,8 @@
 #          the bundle download: the download resumes and the deployment
 #          succeeds; then a clean poweroff (init script stop)
 #   cuts   N power cuts (kill -9 of qemu; default 20; 200 for the long
-#          mode): cut i at a random instant of slice i of N of 1.1 x a
-#          measured switch of revisions, after CreateDeployment; boot again;
+#          mode): cut i at a random instant of slice i of N of 1.1 x the
+#          longest measured switch of revisions, after CreateDeployment; boot again;
 #          the deployment must end on the server; the revision its
 #          lifecycle events say must be installed is checked in the guest
 #          (sha256 of every file, no extra files, cleanup list, no
@@ -82,7 +82,7 @@ if [ "$build" = 1 ] || [ ! -f "$IMG/initramfs.cpio.gz" ]; then
     b=(); [ "$install" = 1 ] || b=(--no-install)
     "$here/build.sh" "$arch" "${b[@]}"
 fi
-SERVER_BIN=${EDGEDEPLOY_SERVER_BIN:-$REPO/target/debug/edgedeploy}
+SERVER_BIN=${EDGEDEPLOY_SERVER_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/debug/edgedeploy}
 if [ ! -x "$SERVER_BIN" ] || { [ "$build" = 1 ] && [ -z "${EDGEDEPLOY_SERVER_BIN:-}" ]; }; then
     log "building the server: cargo build --bin edgedeploy"
     (cd "$REPO" && cargo build --quiet --bin edgedeploy)
@@ -228,7 +228,7 @@ check() {
     harness check "$1" "$2" "$GROUP_ID" ${3:-} || { MK="no check result"; return 1; }
 }
 
-D_SWITCH=0 # shortest deployment (host wall) that replaced one 5 MB revision by the other
+D_SWITCH=0 # longest deployment (host wall) that replaced one 5 MB revision by the other
 declare -a deploy_secs=()
 # deploy_and_check REV [app]: deploys REV, which must succeed, and checks it.
 deploy_and_check() {
@@ -246,7 +246,7 @@ deploy_and_check() {
         return 1
     fi
     if [ "$rev" != L ] && [ "${PREV_REV:-}" != "" ] && [ "$PREV_REV" != L ] && [ "$PREV_REV" != "$rev" ] &&
-        awk -v a="$DEP_SECS" -v b="$D_SWITCH" 'BEGIN { exit !(b == 0 || a < b) }'; then
+        awk -v a="$DEP_SECS" -v b="$D_SWITCH" 'BEGIN { exit !(a > b) }'; then
         D_SWITCH=$DEP_SECS
     fi
     PREV_REV=$rev
@@ -429,10 +429,10 @@ if has_part cuts && [ "$cuts" -gt 0 ]; then
     fi
     if [ "$CUR" = L ]; then deploy_and_check A && CUR=A; fi
     span=$(awk -v d="$D_SWITCH" 'BEGIN { printf "%d", d * 1100 }')
-    echo "== cuts: $cuts power cuts (kill -9 of qemu), cut i at a random instant of slice i of 0..$(awk -v s="$span" 'BEGIN{printf "%.1f", s/1000}')s after CreateDeployment (1.1 x ${D_SWITCH}s, the shortest measured switch of revisions)"
+    echo "== cuts: $cuts power cuts (kill -9 of qemu), cut i at a random instant of slice i of 0..$(awk -v s="$span" 'BEGIN{printf "%.1f", s/1000}')s after CreateDeployment (1.1 x ${D_SWITCH}s, the longest measured switch of revisions)"
     cut_ok=0
     cut_fail=0
-    declare -A by_phase=() by_outcome=()
+    declare -A by_phase=() by_outcome=() by_pair=()
     declare -a recover_secs=()
     for ((i = 1; i <= cuts; i++)); do
         vm_alive || boot_vm "cut$i-pre"
@@ -464,6 +464,10 @@ if has_part cuts && [ "$cuts" -gt 0 ]; then
         outcome=$OUT_STATUS
         [ "$OUT_STATUS" = Failed ] && outcome="Failed in $OUT_FAILED"
         by_outcome[$outcome]=$((${by_outcome[$outcome]:-0} + 1))
+        by_pair["$phase -> $outcome"]=$((${by_pair["$phase -> $outcome"]:-0} + 1))
+        cut_outcome=$OUTCOME
+        cut_status=$OUT_STATUS
+        cut_failed=$OUT_FAILED
         # The rule: Install succeeded -> the new revision's files; else the previous one's.
         want=$CUR
         [ "$OUT_STATUS" = Succeeded ] || [ "$OUT_INSTALLED" = yes ] && want=$nxt
@@ -488,11 +492,11 @@ if has_part cuts && [ "$cuts" -gt 0 ]; then
         if [ "$ok" = 1 ]; then
             cut_ok=$((cut_ok + 1))
             pass
-            printf '   cut %3d/%d %s | %s%s; %s is installed: %s%s\n' "$i" "$cuts" "$desc" "$OUT_STATUS" \
-                "$([ "$OUT_STATUS" = Failed ] && echo " in $OUT_FAILED (${OUTCOME#*message=})")" "$want" "$(brief "$r")" "$note"
+            printf '   cut %3d/%d %s | %s%s; %s is installed: %s%s\n' "$i" "$cuts" "$desc" "$cut_status" \
+                "$([ "$cut_status" = Failed ] && echo " in $cut_failed (${cut_outcome#*message=})")" "$want" "$(brief "$r")" "$note"
         else
             cut_fail=$((cut_fail + 1))
-            fail "cut $i/$cuts $desc | $OUTCOME | check of $want: $r$note"
+            fail "cut $i/$cuts $desc | $cut_outcome | check of $want: $r$note"
             grep -a 'EDGEDEPLOY-DETAIL' "$VM_LOG" | tail -n 30 | tr -d '\r' | sed 's/^/    | /'
         fi
     done
@@ -503,6 +507,8 @@ if has_part cuts && [ "$cuts" -gt 0 ]; then
     for k in "${!by_phase[@]}"; do printf '     %3d  %s\n' "${by_phase[$k]}" "$k"; done | sort -k2
     echo "   cuts by outcome on the server:"
     for k in "${!by_outcome[@]}"; do printf '     %3d  %s\n' "${by_outcome[$k]}" "$k"; done | sort -k2
+    echo "   cuts by phase -> outcome:"
+    for k in "${!by_pair[@]}"; do printf '     %3d  %s\n' "${by_pair[$k]}" "$k"; done | sort -k2
     echo "   cuts part: $(secs_since "$t")s"
     T_CUTS=$(secs_since "$t")s
 fi
