@@ -500,7 +500,7 @@ if has_part cuts && [ "$cuts" -gt 0 ]; then
         else
             cut_fail=$((cut_fail + 1))
             fail "cut $i/$cuts $desc | $cut_outcome | check of $want: $r$note"
-            grep -a 'EDGEDEPLOY-DETAIL' "$VM_LOG" | tail -n 30 | tr -d '\r' | sed 's/^/    | /'
+            { grep -a 'EDGEDEPLOY-DETAIL' "$VM_LOG" || true; } | tail -n 30 | tr -d '\r' | sed 's/^/    | /'
         fi
     done
     harness poweroff || true

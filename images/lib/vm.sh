@@ -113,32 +113,41 @@ vm_wait_exit() {
 
 # marker REGEX SECS: wait for the next console line (after VM_POS)
 # containing REGEX; sets MK to it (from "EDGEDEPLOY-" on) and consumes it.
-# Fails on timeout or when qemu died. (Sets globals: do not call it in $(...).)
+# Only complete lines count: QEMU writes the console byte by byte, and a
+# line read before its end would be cut. Fails on timeout or when qemu
+# died. (Sets globals: do not call it in $(...).)
 MK=""
+# marker_scan REGEX: the first complete line after VM_POS matching REGEX,
+# as "<line number>\t<line>".
+marker_scan() {
+    local size complete=0
+    size=$(stat -c %s "$VM_LOG")
+    [ "$size" -gt 0 ] || return 0
+    [ "$(head -c "$size" "$VM_LOG" | tail -c 1 | od -An -tx1 | tr -d ' ')" = 0a ] && complete=1
+    head -c "$size" "$VM_LOG" | awk -v from="$VM_POS" -v re="$1" -v complete="$complete" '
+        function chk(n, l) { if (n > from) { sub(/\r$/, "", l); if (l ~ re) { print n "\t" l; found = 1; exit } } }
+        NR > 1 { chk(NR - 1, prev) }
+        { prev = $0 }
+        END { if (!found && NR > 0 && complete) chk(NR, prev) }'
+}
 marker() {
     local re=$1 deadline=$(($(date +%s) + $2)) hit
     MK=""
     while :; do
-        hit=$(awk -v from="$VM_POS" -v re="$re" \
-            'NR > from { sub(/\r$/, ""); if ($0 ~ re) { print NR "\t" $0; exit } }' "$VM_LOG")
+        hit=$(marker_scan "$re")
+        if [ -z "$hit" ] && ! vm_alive; then
+            # One more look: qemu may have written it just before exiting.
+            hit=$(marker_scan "$re")
+            if [ -z "$hit" ]; then
+                echo "qemu exited while waiting for /$re/" >&2
+                return 1
+            fi
+        fi
         if [ -n "$hit" ]; then
             VM_POS=${hit%%$'\t'*}
             hit=${hit#*$'\t'}
             MK="EDGEDEPLOY-${hit#*EDGEDEPLOY-}"
             return 0
-        fi
-        if ! vm_alive; then
-            # One more look: qemu may have written it just before exiting.
-            hit=$(awk -v from="$VM_POS" -v re="$re" \
-                'NR > from { sub(/\r$/, ""); if ($0 ~ re) { print NR "\t" $0; exit } }' "$VM_LOG")
-            if [ -n "$hit" ]; then
-                VM_POS=${hit%%$'\t'*}
-                hit=${hit#*$'\t'}
-                MK="EDGEDEPLOY-${hit#*EDGEDEPLOY-}"
-                return 0
-            fi
-            echo "qemu exited while waiting for /$re/" >&2
-            return 1
         fi
         if [ "$(date +%s)" -ge "$deadline" ]; then
             echo "timeout after $2 s waiting for /$re/" >&2
