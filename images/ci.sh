@@ -7,9 +7,12 @@
 #  2. cross/build.sh: static agents for aarch64 and armv7 (the device
 #     images' CPUs), with and without TLS
 #  3. images/build.sh arm64 and armhf
-#  4. images/run-tests.sh arm64 and armhf, in parallel (one QEMU guest per
-#     core): boot, agent crash, CI_CUTS power cuts each (default 20)
-#  5. cross/build.sh for the other two targets (arm = ARMv6, x86_64) unless
+#  4. cargo build --bin edgedeploy: the x86_64 server the tests drive
+#     (debug profile, as the test suite builds it)
+#  5. images/run-tests.sh arm64 and armhf, in parallel (one QEMU guest per
+#     core), each against its own server: boot, agent crash, CI_CUTS power
+#     cuts each (default 20)
+#  6. cross/build.sh for the other two targets (arm = ARMv6, x86_64) unless
 #     CI_CROSS_REST=0
 #
 # Environment: CI_CUTS (default 20), CI_CROSS_REST (default 1),
@@ -48,6 +51,12 @@ echo "qemu: $(qemu-system-aarch64 --version | head -n 1)"
 step "cross/build.sh --targets aarch64,armv7"
 cross/build.sh --targets aarch64-unknown-linux-musl,armv7-unknown-linux-musleabihf
 
+step "cargo build --bin edgedeploy (the server the device tests drive)"
+if ! python3 -c 'import boto3' 2>/dev/null; then
+    python3 -m pip install --quiet boto3 || python3 -m pip install --quiet --break-system-packages boto3
+fi
+cargo build --bin edgedeploy
+
 step "images/build.sh arm64 armhf"
 images/build.sh arm64 --no-install
 images/build.sh armhf --no-install
@@ -56,7 +65,8 @@ step "images/run-tests.sh arm64 + armhf (parallel, ${CI_CUTS:-20} cuts each)"
 logs=$(mktemp -d)
 pids=()
 for a in arm64 armhf; do
-    images/run-tests.sh "$a" --cuts "${CI_CUTS:-20}" --no-build --no-install >"$logs/$a.log" 2>&1 &
+    EDGEDEPLOY_SERVER_BIN=${CARGO_TARGET_DIR:-$repo/target}/debug/edgedeploy \
+        images/run-tests.sh "$a" --cuts "${CI_CUTS:-20}" --no-build --no-install >"$logs/$a.log" 2>&1 &
     pids+=($!)
 done
 status=0

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Generate the two test revisions (A and B) of the device tests.
 
-    gen-revisions.py OUTDIR [--files N] [--bytes TOTAL] [--seed S]
+    gen-revisions.py OUTDIR [--files N] [--bytes TOTAL] [--seed S] [--names A,B]
 
-Writes OUTDIR/bundles/{A,B}.tgz, OUTDIR/manifests/{A,B}.sha256 ("<sha256>
+Writes OUTDIR/bundles/{A,B}.tgz (or the two --names), OUTDIR/manifests/{A,B}.sha256 ("<sha256>
 ./<path>" per installed file, relative to the destination) and
 OUTDIR/revisions.txt ("<rev> <sha256 of bundle> bundles/<rev>.tgz").
 
@@ -208,10 +208,12 @@ def main():
     ap.add_argument("--files", type=int, default=400)
     ap.add_argument("--bytes", type=int, default=5_000_000)
     ap.add_argument("--seed", type=int, default=20240601)
+    ap.add_argument("--names", default="A,B", help="the two revisions' names (also their VERSION)")
     a = ap.parse_args()
+    first, second = a.names.split(",")
     rng = random.Random(a.seed)
     common = layout(rng, a.files, a.bytes)
-    revs = {"A": [], "B": []}
+    revs = {first: [], second: []}
     for i, (path, size) in enumerate(common):
         kind = i % 20
         if kind < 14:  # same path, different content
@@ -222,7 +224,7 @@ def main():
             for rev in revs:
                 revs[rev].append((path, data, 0o644))
         else:  # only in one revision (A or B), in a directory of its own
-            rev = "A" if kind % 2 else "B"
+            rev = first if kind % 2 else second
             revs[rev].append((f"only-{rev.lower()}/{os.path.basename(path)}", rng.randbytes(size), 0o644))
     lines = []
     for rev, entries in revs.items():

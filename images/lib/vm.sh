@@ -1,7 +1,9 @@
 # Host-side helpers of images/run-tests.sh: one QEMU guest at a time, its
-# serial console in a log file, markers read from that log, and the test
-# server (a loopback HTTP server the guest reaches through guestfwd).
-# Source after cross/lib.sh; needs IMG (image dir), WORK (work dir).
+# serial console in a log file, markers read from that log, the edgedeploy
+# server and the test harness's HTTP server (both on loopback; the guest
+# reaches them only through guestfwd).
+# Source after cross/lib.sh; needs IMG (image dir), WORK (work dir),
+# SERVER_PORT (the edgedeploy server's port on 127.0.0.1).
 
 VM_PID=""      # qemu's pid (from -pidfile)
 VM_WRAP=""     # pid of the `timeout` wrapping qemu
@@ -51,12 +53,14 @@ vm_start() {
     VM_LOG=$WORK/$name.serial.log
     VM_POS=0
     : >"$VM_LOG"
-    rm -f "$WORK/qemu.pid"
+    rm -f "$WORK/qemu.pid" "$WORK/$name.conns"
     # A fresh harness runs every command it finds once: leave it none.
     harness_send none
     VM_T0=$(now_ms)
-    # Network: user mode, restricted (no route anywhere); 10.0.2.100:80 in
-    # the guest is forwarded to the test server on this machine's loopback.
+    # Network: user mode, restricted (no route anywhere). In the guest,
+    # 10.0.2.100:SERVER_PORT is the edgedeploy server and 10.0.2.101:80 the
+    # test harness's server, both on this machine's loopback. Connections
+    # to the edgedeploy server are logged (host ms) in $WORK/NAME.conns.
     # Disk: qcow2, writeback cache: the guest's flushes are honoured, and
     # killing qemu loses what the guest had not flushed.
     timeout -s KILL "${VM_TIMEOUT:-900}" "$QEMU" -M "$MACHINE" -cpu "$CPU" -m "${VM_MEM:-256}" -smp 1 \
@@ -66,7 +70,7 @@ vm_start() {
         -serial "file:$VM_LOG" \
         -drive "file=$disk,if=none,id=d0,format=qcow2,cache=writeback,discard=unmap" \
         -device virtio-blk-device,drive=d0 \
-        -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:$HTTPD_PORT" \
+        -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:$SERVER_PORT-cmd:$REPO/images/lib/fwd.sh $WORK/$name.conns $SERVER_PORT,guestfwd=tcp:10.0.2.101:80-cmd:socat - TCP:127.0.0.1:$HTTPD_PORT" \
         -device virtio-net-device,netdev=n0 \
         -device virtio-rng-device \
         >"$WORK/$name.qemu.log" 2>&1 &
@@ -109,32 +113,41 @@ vm_wait_exit() {
 
 # marker REGEX SECS: wait for the next console line (after VM_POS)
 # containing REGEX; sets MK to it (from "EDGEDEPLOY-" on) and consumes it.
-# Fails on timeout or when qemu died. (Sets globals: do not call it in $(...).)
+# Only complete lines count: QEMU writes the console byte by byte, and a
+# line read before its end would be cut. Fails on timeout or when qemu
+# died. (Sets globals: do not call it in $(...).)
 MK=""
+# marker_scan REGEX: the first complete line after VM_POS matching REGEX,
+# as "<line number>\t<line>".
+marker_scan() {
+    local size complete=0
+    size=$(stat -c %s "$VM_LOG")
+    [ "$size" -gt 0 ] || return 0
+    [ "$(head -c "$size" "$VM_LOG" | tail -c 1 | od -An -tx1 | tr -d ' ')" = 0a ] && complete=1
+    head -c "$size" "$VM_LOG" | awk -v from="$VM_POS" -v re="$1" -v complete="$complete" '
+        function chk(n, l) { if (n > from) { sub(/\r$/, "", l); if (l ~ re) { print n "\t" l; found = 1; exit } } }
+        NR > 1 { chk(NR - 1, prev) }
+        { prev = $0 }
+        END { if (!found && NR > 0 && complete) chk(NR, prev) }'
+}
 marker() {
     local re=$1 deadline=$(($(date +%s) + $2)) hit
     MK=""
     while :; do
-        hit=$(awk -v from="$VM_POS" -v re="$re" \
-            'NR > from { sub(/\r$/, ""); if ($0 ~ re) { print NR "\t" $0; exit } }' "$VM_LOG")
+        hit=$(marker_scan "$re")
+        if [ -z "$hit" ] && ! vm_alive; then
+            # One more look: qemu may have written it just before exiting.
+            hit=$(marker_scan "$re")
+            if [ -z "$hit" ]; then
+                echo "qemu exited while waiting for /$re/" >&2
+                return 1
+            fi
+        fi
         if [ -n "$hit" ]; then
             VM_POS=${hit%%$'\t'*}
             hit=${hit#*$'\t'}
             MK="EDGEDEPLOY-${hit#*EDGEDEPLOY-}"
             return 0
-        fi
-        if ! vm_alive; then
-            # One more look: qemu may have written it just before exiting.
-            hit=$(awk -v from="$VM_POS" -v re="$re" \
-                'NR > from { sub(/\r$/, ""); if ($0 ~ re) { print NR "\t" $0; exit } }' "$VM_LOG")
-            if [ -n "$hit" ]; then
-                VM_POS=${hit%%$'\t'*}
-                hit=${hit#*$'\t'}
-                MK="EDGEDEPLOY-${hit#*EDGEDEPLOY-}"
-                return 0
-            fi
-            echo "qemu exited while waiting for /$re/" >&2
-            return 1
         fi
         if [ "$(date +%s)" -ge "$deadline" ]; then
             echo "timeout after $2 s waiting for /$re/" >&2
