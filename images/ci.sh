@@ -12,7 +12,11 @@
 #  5. images/run-tests.sh arm64 and armhf, in parallel (one QEMU guest per
 #     core), each against its own server: boot, agent crash, CI_CUTS power
 #     cuts each (default 20)
-#  6. cross/build.sh for the other two targets (arm = ARMv6, x86_64) unless
+#  6. images/qemu-user-tests.sh --target aarch64 --binfmt --strict: the
+#     agent's own test suite built for aarch64 musl and run under qemu-user
+#     (with a binfmt_misc handler registered for the run, so the tests that
+#     execute the agent binary run the ARM one too)
+#  7. cross/build.sh for the other two targets (arm = ARMv6, x86_64) unless
 #     CI_CROSS_REST=0
 #
 # Environment: CI_CUTS (default 20), CI_CROSS_REST (default 1),
@@ -84,6 +88,15 @@ for i in 0 1; do
 done
 rm -rf "$logs"
 printf '%s\n' "${results[@]}"
+
+step "images/qemu-user-tests.sh --target aarch64 (the agent's test suite under qemu-user)"
+quser_log=$repo/target/qemu-user-tests.log
+if images/qemu-user-tests.sh --target aarch64 --binfmt --strict >"$quser_log" 2>&1; then
+    sed -n '/^per test binary/,$p' "$quser_log"
+else
+    status=1
+    tail -n 60 "$quser_log"
+fi
 
 if [ "${CI_CROSS_REST:-1}" = 1 ]; then
     step "cross/build.sh --targets arm,x86_64"
