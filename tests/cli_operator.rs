@@ -191,6 +191,23 @@ fn s(path: &Path) -> &str {
 }
 
 /// The deployment id in a "created deployment d-..." line.
+/// `edgedeploy deploy` of bundle-store object `key` to shop/g, then `extra`.
+fn deploy_args<'a>(key: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "deploy",
+        "--application",
+        "shop",
+        "--deployment-group",
+        "g",
+        "--bucket",
+        "edgedeploy-bundles",
+        "--key",
+        key,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 fn created_id(stdout: &str) -> String {
     stdout
         .lines()
@@ -389,18 +406,7 @@ fn deploy_watch_stop_and_rollback_with_real_agents() {
     let v1 = fleet.push("v1", 1);
 
     // deploy --wait, not on a terminal: one plain line per change, no escapes.
-    let out = fleet.ok(&[
-        "deploy",
-        "--application",
-        "shop",
-        "--deployment-group",
-        "g",
-        "--bucket",
-        "edgedeploy-bundles",
-        "--key",
-        &v1,
-        "--wait",
-    ]);
+    let out = fleet.ok(&deploy_args(&v1, &["--wait"]));
     let first = created_id(&out);
     assert!(!out.contains('\x1b'), "escape codes in plain output:\n{out}");
     assert!(out.contains(&format!("{first}  InProgress")), "{out}");
@@ -472,18 +478,7 @@ fn deploy_watch_stop_and_rollback_with_real_agents() {
     // A failing revision: the progress names the event and the script's
     // error, and the exit status says it failed.
     let bad = fleet.push_app("bad", 0, true);
-    let out = fleet.run(&[
-        "deploy",
-        "--application",
-        "shop",
-        "--deployment-group",
-        "g",
-        "--bucket",
-        "edgedeploy-bundles",
-        "--key",
-        &bad,
-        "--wait",
-    ]);
+    let out = fleet.run(&deploy_args(&bad, &["--wait"]));
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success(), "a failed deployment exited 0:\n{stdout}");
     let failed = created_id(&stdout);
@@ -501,17 +496,7 @@ fn deploy_watch_stop_and_rollback_with_real_agents() {
 
     // stop: a slow deployment caught in flight ends Stopped.
     let v3 = fleet.push("v3", 20);
-    let out = fleet.ok(&[
-        "deploy",
-        "--application",
-        "shop",
-        "--deployment-group",
-        "g",
-        "--bucket",
-        "edgedeploy-bundles",
-        "--key",
-        &v3,
-    ]);
+    let out = fleet.ok(&deploy_args(&v3, &[]));
     let fourth = created_id(&out);
     fleet.wait_in_flight(&fourth);
     let said = fleet.ok(&["stop", &fourth]);
@@ -523,17 +508,7 @@ fn deploy_watch_stop_and_rollback_with_real_agents() {
 
     // rollback while a deployment is in flight: it is stopped, and the
     // group goes back to the last good revision before it (v1).
-    let out = fleet.ok(&[
-        "deploy",
-        "--application",
-        "shop",
-        "--deployment-group",
-        "g",
-        "--bucket",
-        "edgedeploy-bundles",
-        "--key",
-        &v3,
-    ]);
+    let out = fleet.ok(&deploy_args(&v3, &[]));
     let fifth = created_id(&out);
     fleet.wait_in_flight(&fifth);
     let out = fleet.ok(&["rollback", "--application", "shop", "--deployment-group", "g", "--wait", "--timeout", "300"]);
@@ -545,17 +520,7 @@ fn deploy_watch_stop_and_rollback_with_real_agents() {
     assert_eq!(info["revision"]["s3Location"]["key"], v1.as_str());
 
     // stop --rollback asks the server to roll back and says what it did.
-    let out = fleet.ok(&[
-        "deploy",
-        "--application",
-        "shop",
-        "--deployment-group",
-        "g",
-        "--bucket",
-        "edgedeploy-bundles",
-        "--key",
-        &v3,
-    ]);
+    let out = fleet.ok(&deploy_args(&v3, &[]));
     let seventh = created_id(&out);
     fleet.wait_in_flight(&seventh);
     let said = fleet.ok(&["stop", &seventh, "--rollback"]);
@@ -589,12 +554,7 @@ fn the_servers_rollbacks_show_in_get_and_list_and_stop_rollback_names_them() {
     );
     let a = fleet.push("a", 0);
     let deploy = |key: &str, wait: bool| {
-        let mut args = vec!["deploy", "--application", "shop", "--deployment-group", "g"];
-        args.extend(["--bucket", "edgedeploy-bundles", "--key", key]);
-        if wait {
-            args.push("--wait");
-        }
-        let out = fleet.run(&args);
+        let out = fleet.run(&deploy_args(key, if wait { &["--wait"] } else { &[] }));
         (out.status.success(), created_id(&String::from_utf8_lossy(&out.stdout)))
     };
     let (ok, good) = deploy(&a, true);
