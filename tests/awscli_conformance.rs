@@ -23,8 +23,6 @@ use serde_json::Value;
 use server_common::ServerProcess;
 use sha2::Sha256;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_edgedeploy-agent");
-
 /// Every hooked event records itself; ValidateService sleeps for the
 /// seconds in the bundle's `sleep` file.
 const HOOK: &str = r#"#!/bin/sh
@@ -250,20 +248,7 @@ impl Agents {
                 config.to_str().unwrap(),
             ]);
             assert!(out.status.success(), "register-instance: {}", String::from_utf8_lossy(&out.stderr));
-            let mut text = fs::read_to_string(&config).unwrap();
-            text.push_str(&format!("root_dir: {}\nwait_between_runs: 1\n", dir.join("root").display()));
-            fs::write(&config, text).unwrap();
-            let log = fs::File::create(dir.join("agent.log")).unwrap();
-            let child = Command::new(AGENT)
-                .arg("run")
-                .arg("-c")
-                .arg(&config)
-                .env("FLEET_HOME", &dir)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap();
+            let child = server_common::start_agent(&config, &dir);
             agents.push((child, dir));
         }
         Agents(agents)

@@ -14,8 +14,6 @@ use std::process::{Child, Command, Output, Stdio};
 use serde_json::Value;
 use server_common::{EDGEDEPLOY, ServerProcess};
 
-const AGENT: &str = env!("CARGO_BIN_EXE_edgedeploy-agent");
-
 /// Every event's hook: records the event; ValidateService sleeps for the
 /// seconds in the bundle's `sleep` file (so a deployment can be caught in
 /// flight), and fails when the bundle has a `fail` file.
@@ -51,20 +49,7 @@ impl Fleet {
         fs::create_dir_all(&dir).unwrap();
         let config = dir.join("agent.yml");
         self.ok(&["register-instance", "--name", name, "--tag", "fleet=test", "--agent-config", s(&config)]);
-        let mut text = fs::read_to_string(&config).unwrap();
-        text.push_str(&format!("root_dir: {}\nwait_between_runs: 1\n", dir.join("root").display()));
-        fs::write(&config, text).unwrap();
-        let log = fs::File::create(dir.join("agent.log")).unwrap();
-        let child = Command::new(AGENT)
-            .arg("run")
-            .arg("-c")
-            .arg(&config)
-            .env("FLEET_HOME", &dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = server_common::start_agent(&config, &dir);
         self.agents.push((child, dir));
     }
 

@@ -213,6 +213,30 @@ fn json_output(out: Output, server_log: &str) -> Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("script output {last:?} is not JSON: {e}\nstderr:\n{stderr}"))
 }
 
+/// The `edgedeploy-agent` binary under test.
+pub const AGENT: &str = env!("CARGO_BIN_EXE_edgedeploy-agent");
+
+/// Starts `edgedeploy-agent run` on `config` (an instance config written by
+/// `register-instance`), after adding a deployment root under `dir` and a
+/// 1 s poll interval to it; output goes to `dir/agent.log`, and the hooks
+/// see `FLEET_HOME=dir`.
+pub fn start_agent(config: &Path, dir: &Path) -> Child {
+    let mut text = fs::read_to_string(config).expect("reading the instance's agent config");
+    text.push_str(&format!("root_dir: {}\nwait_between_runs: 1\n", dir.join("root").display()));
+    fs::write(config, text).expect("writing the instance's agent config");
+    let log = fs::File::create(dir.join("agent.log")).expect("creating agent.log");
+    Command::new(AGENT)
+        .arg("run")
+        .arg("-c")
+        .arg(config)
+        .env("FLEET_HOME", dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("cloning the agent.log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("starting edgedeploy-agent run")
+}
+
 /// Removes the indentation common to all non-blank lines.
 pub fn dedent(text: &str) -> String {
     let indent =
