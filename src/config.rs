@@ -52,6 +52,8 @@ pub struct Config {
     pub ca_bundle: Option<PathBuf>,
     /// Largest bundle the daemon downloads, in bytes; 0: no limit (`max_bundle_bytes`).
     pub max_bundle_bytes: u64,
+    /// Largest total the Install event writes, in bytes; 0: no limit (`max_install_bytes`).
+    pub max_install_bytes: u64,
     /// Bundle safety rules and limits.
     pub unpack: Policy,
     /// Hook supervision settings.
@@ -75,6 +77,7 @@ impl Default for Config {
             region: None,
             ca_bundle: None,
             max_bundle_bytes: DEFAULT_MAX_BUNDLE_BYTES,
+            max_install_bytes: DEFAULT_MAX_BUNDLE_BYTES,
             unpack: Policy::default(),
             hooks: Supervision::default(),
         }
@@ -172,6 +175,7 @@ impl Config {
             "on_premises_config_file" => self.on_premises_config_file = optional_string(key, v)?.map(PathBuf::from),
             "ca_bundle" => self.ca_bundle = optional_string(key, v)?.map(PathBuf::from),
             "max_bundle_bytes" => self.max_bundle_bytes = at_least(key, v, 0)?,
+            "max_install_bytes" => self.max_install_bytes = at_least(key, v, 0)?,
             "max_unpacked_bytes" => self.unpack.max_bytes = at_least(key, v, 0)?,
             "max_unpacked_entries" => self.unpack.max_entries = at_least(key, v, 0)?,
             "max_compression_ratio" => self.unpack.max_ratio = at_least(key, v, 0)?,

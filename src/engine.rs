@@ -149,38 +149,17 @@ impl<'a> Engine<'a> {
         journal::create_dir_all_durable(&dir).map_err(|e| e.to_string())?;
         remove_tree(&partial)?;
         remove_tree(&archive)?;
-        let report = match &d.revision {
-            Revision::LocalFile { path, bundle_type } => {
-                link_bundle(&dir.join("bundle.tar"), path).map_err(|e| e.to_string())?;
-                unpack::unpack(path, *bundle_type, &partial, &self.config.unpack)
+        // A refused or failed unpack leaves nothing of its partial tree.
+        let unpacked = self.unpack_revision(d, &dir, &partial);
+        let (report, root) = match unpacked {
+            Ok(done) => done,
+            Err(e) => {
+                if let Err(cleanup) = remove_tree(&partial) {
+                    log::warn!("{cleanup}");
+                }
+                return Err(e);
             }
-            Revision::LocalDirectory { path } => {
-                unpack::unpack(path, BundleType::Directory, &partial, &self.config.unpack)
-            }
-            Revision::S3 { object, bundle_type } | Revision::GitHub { archive: Some((object, bundle_type)), .. } => {
-                let transport = fetch::Transport { store: self.s3, web: None };
-                self.fetch(transport, object, &dir)?;
-                unpack::unpack(&dir.join(fetch::BUNDLE_FILE), *bundle_type, &partial, &self.config.unpack)
-            }
-            Revision::Url { object, bundle_type } => {
-                let options = HttpOptions {
-                    proxy: self.config.proxy_uri.clone(),
-                    ca_bundle: self.config.ca_bundle.clone(),
-                    timeout: Some(URL_DOWNLOAD_TIMEOUT),
-                };
-                let web = client::web_agent(&object.path(), &options)?;
-                self.fetch(fetch::Transport { store: None, web: Some(&web) }, object, &dir)?;
-                unpack::unpack(&dir.join(fetch::BUNDLE_FILE), *bundle_type, &partial, &self.config.unpack)
-            }
-            Revision::GitHub { repository, commit_id, archive: None } => {
-                return Err(format!(
-                    "GitHub revision {repository} at {commit_id} comes without an archive: this agent downloads \
-                     GitHub revisions only from a server that archived the commit (see docs/revisions.md)"
-                ));
-            }
-        }
-        .map_err(|e| e.to_string())?;
-        let root = revision_root(&partial, &d.appspec_filename)?;
+        };
         journal::sync_filesystems([partial.as_path()]).map_err(|e| e.to_string())?;
         fs::rename(&root, &archive).map_err(|e| format!("renaming {} into place: {e}", root.display()))?;
         if root != partial {
@@ -191,6 +170,49 @@ impl<'a> Engine<'a> {
         state::apply_retention(&self.root, &d.group_id, self.config.max_revisions, &dir).map_err(|e| e.to_string())?;
         AppSpec::load(&archive, &d.appspec_filename).map_err(|e| e.to_string())?;
         Ok(Diagnostic::success(format!("unpacked {} entries, {} bytes", report.entries, report.bytes)))
+    }
+
+    /// Downloads (or links) the revision and unpacks it into `partial`;
+    /// returns what was unpacked and the revision root in it, whose links
+    /// are checked again when it is the single top-level directory.
+    fn unpack_revision(&self, d: &Deployment, dir: &Path, partial: &Path) -> Result<(unpack::Report, PathBuf), String> {
+        let report = match &d.revision {
+            Revision::LocalFile { path, bundle_type } => {
+                link_bundle(&dir.join("bundle.tar"), path).map_err(|e| e.to_string())?;
+                unpack::unpack(path, *bundle_type, partial, &self.config.unpack)
+            }
+            Revision::LocalDirectory { path } => {
+                unpack::unpack(path, BundleType::Directory, partial, &self.config.unpack)
+            }
+            Revision::S3 { object, bundle_type } | Revision::GitHub { archive: Some((object, bundle_type)), .. } => {
+                let transport = fetch::Transport { store: self.s3, web: None };
+                self.fetch(transport, object, dir)?;
+                unpack::unpack(&dir.join(fetch::BUNDLE_FILE), *bundle_type, partial, &self.config.unpack)
+            }
+            Revision::Url { object, bundle_type } => {
+                let options = HttpOptions {
+                    proxy: self.config.proxy_uri.clone(),
+                    ca_bundle: self.config.ca_bundle.clone(),
+                    timeout: Some(URL_DOWNLOAD_TIMEOUT),
+                };
+                let web = client::web_agent(&object.path(), &options)?;
+                self.fetch(fetch::Transport { store: None, web: Some(&web) }, object, dir)?;
+                unpack::unpack(&dir.join(fetch::BUNDLE_FILE), *bundle_type, partial, &self.config.unpack)
+            }
+            Revision::GitHub { repository, commit_id, archive: None } => {
+                return Err(format!(
+                    "GitHub revision {repository} at {commit_id} comes without an archive: this agent downloads \
+                     GitHub revisions only from a server that archived the commit (see docs/revisions.md)"
+                ));
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        let root = revision_root(partial, &d.appspec_filename)?;
+        if root != partial {
+            let top = root.strip_prefix(partial).unwrap_or(&root);
+            unpack::check_links_inside(&root, top, &self.config.unpack).map_err(|e| e.to_string())?;
+        }
+        Ok((report, root))
     }
 
     /// Downloads `object` into `dir/bundle.tar`.
@@ -211,6 +233,8 @@ impl<'a> Engine<'a> {
             appspec: &appspec,
             deployment_behavior: d.file_exists_behavior,
             cleanup_list: &cleanup_list,
+            max_bytes: self.config.max_install_bytes,
+            allow_external_symlinks: self.config.unpack.allow_external_symlinks,
         };
         let report = install::install(&request).map_err(|e| e.to_string())?;
         self.root.write_pointer(&d.group_id, Pointer::LastSuccessful, &dir).map_err(|e| e.to_string())?;

@@ -26,6 +26,7 @@ pub mod journal;
 pub mod local;
 pub mod logger;
 pub mod protocol;
+pub mod resolve;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod state;

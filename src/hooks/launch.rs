@@ -6,11 +6,11 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::sys;
+use crate::sys::{self, at};
 use crate::users::{self, User};
 
 /// Bytes of a file looked at to tell a script from a binary.
@@ -39,41 +39,48 @@ pub(super) struct Identity {
 }
 
 /// The script's path: `location` inside `archive_dir`. A leading `/` is
-/// dropped (CodeDeploy resolves locations against the revision); `None`
-/// when `..` would leave `archive_dir`.
-pub(super) fn resolve(archive_dir: &Path, location: &str) -> Option<PathBuf> {
-    let mut inside = PathBuf::new();
-    for part in Path::new(location.trim_start_matches('/')).components() {
-        match part {
-            Component::Normal(name) => inside.push(name),
-            Component::ParentDir => {
-                if !inside.pop() {
-                    return None;
-                }
-            }
-            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
-        }
-    }
-    Some(archive_dir.join(inside))
+/// dropped (CodeDeploy resolves locations against the revision); links on
+/// the way are followed only while they stay inside `archive_dir`, so the
+/// path returned has no link in it. `Err` says how it would leave.
+pub(super) fn resolve(archive_dir: &Path, location: &str) -> Result<PathBuf, String> {
+    let rel = crate::resolve::inside(archive_dir, Path::new(location.trim_start_matches('/')), true)
+        .map_err(|e| e.to_string())?;
+    Ok(archive_dir.join(rel))
 }
 
-/// Checks that `path` is a regular file and adds its execute bits
-/// (u+x,g+x,o+x) when any is missing, as CodeDeploy does.
-pub(super) fn prepare(path: &Path) -> Result<(), LaunchError> {
-    let meta = match fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => {
+/// Checks that `path` (inside `archive_dir`, from [`resolve`]) is a regular
+/// file and adds its execute bits (u+x,g+x,o+x) when any is missing, as
+/// CodeDeploy does. The file is opened without following any link from
+/// `archive_dir` down, and its mode is changed on that descriptor: nothing
+/// outside the revision is ever made executable.
+pub(super) fn prepare(archive_dir: &Path, path: &Path) -> Result<(), LaunchError> {
+    let unknown =
+        |e: &dyn std::fmt::Display| LaunchError::Unknown(format!("cannot inspect script {}: {e}", path.display()));
+    let rel = path.strip_prefix(archive_dir).map_err(|e| unknown(&e))?;
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Err(LaunchError::NotExecutable("it is not a regular file".into()));
+    };
+    let root = at::Dir::open(archive_dir).map_err(|e| unknown(&e))?;
+    let missing = |e: &io::Error| matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory);
+    let dir = match root.walk(parent, archive_dir) {
+        Ok(dir) => dir,
+        Err(at::WalkError::Io { source, .. }) if missing(&source) => {
             return Err(LaunchError::Missing(path.to_path_buf()));
         }
-        Err(e) => return Err(LaunchError::Unknown(format!("cannot inspect script {}: {e}", path.display()))),
+        Err(e) => return Err(unknown(&e)),
     };
-    if !meta.is_file() {
-        return Err(LaunchError::NotExecutable("it is not a regular file".into()));
+    match dir.kind(name) {
+        Ok(Some(at::Kind::File)) => {}
+        Ok(None) => return Err(LaunchError::Missing(path.to_path_buf())),
+        Ok(Some(_)) => return Err(LaunchError::NotExecutable("it is not a regular file".into())),
+        Err(e) if missing(&e) => return Err(LaunchError::Missing(path.to_path_buf())),
+        Err(e) => return Err(unknown(&e)),
     }
-    let mode = meta.permissions().mode();
+    let file = dir.open_file(name).map_err(|e| unknown(&e))?;
+    let mode = file.metadata().map_err(|e| unknown(&e))?.permissions().mode();
     if mode & 0o111 != 0o111 {
         log::info!("script {} is not executable; adding execute permission", path.display());
-        fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o111))
+        file.set_permissions(fs::Permissions::from_mode(mode | 0o111))
             .map_err(|e| LaunchError::NotExecutable(format!("cannot make it executable: {e}")))?;
     }
     Ok(())
@@ -195,18 +202,18 @@ mod tests {
     #[test]
     fn resolves_locations_inside_the_archive() {
         let dir = Path::new("/root/d-1/deployment-archive");
-        assert_eq!(resolve(dir, "scripts/a.sh"), Some(dir.join("scripts/a.sh")));
-        assert_eq!(resolve(dir, "/scripts/a.sh"), Some(dir.join("scripts/a.sh")));
-        assert_eq!(resolve(dir, "//scripts/./b/../a.sh"), Some(dir.join("scripts/a.sh")));
-        assert_eq!(resolve(dir, "scripts/../a.sh"), Some(dir.join("a.sh")));
+        assert_eq!(resolve(dir, "scripts/a.sh").ok(), Some(dir.join("scripts/a.sh")));
+        assert_eq!(resolve(dir, "/scripts/a.sh").ok(), Some(dir.join("scripts/a.sh")));
+        assert_eq!(resolve(dir, "//scripts/./b/../a.sh").ok(), Some(dir.join("scripts/a.sh")));
+        assert_eq!(resolve(dir, "scripts/../a.sh").ok(), Some(dir.join("a.sh")));
     }
 
     #[test]
     fn refuses_locations_that_leave_the_archive() {
         let dir = Path::new("/root/d-1/deployment-archive");
-        assert_eq!(resolve(dir, "../x.sh"), None);
-        assert_eq!(resolve(dir, "/../../etc/passwd"), None);
-        assert_eq!(resolve(dir, "a/../../x.sh"), None);
+        assert!(resolve(dir, "../x.sh").is_err());
+        assert!(resolve(dir, "/../../etc/passwd").is_err());
+        assert!(resolve(dir, "a/../../x.sh").is_err());
     }
 
     #[test]

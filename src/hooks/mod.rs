@@ -81,10 +81,14 @@ fn run_script(
 ) -> Result<(), Diagnostic> {
     log.start_script(&script.location);
     let location = &script.location;
-    let path = launch::resolve(archive_dir, location).ok_or_else(|| {
-        failure(ErrorCode::UnknownError, script, format!("Script location {location} leaves the deployment archive"))
+    let path = launch::resolve(archive_dir, location).map_err(|e| {
+        failure(
+            ErrorCode::UnknownError,
+            script,
+            format!("Script location {location} leaves the deployment archive: {e}"),
+        )
     })?;
-    launch::prepare(&path).map_err(|e| launch_failure(script, e))?;
+    launch::prepare(archive_dir, &path).map_err(|e| launch_failure(script, e))?;
     let identity =
         launch::identity(script.runas.as_deref()).map_err(|m| failure(ErrorCode::UnknownError, script, m))?;
     let child = launch::spawn(&path, event.name(), env, identity.as_ref()).map_err(|e| launch_failure(script, e))?;

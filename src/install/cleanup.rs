@@ -8,6 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::journal;
+use crate::sys::at;
 
 /// Reads the list; empty when there is none.
 pub fn read(list: &Path) -> io::Result<Vec<PathBuf>> {
@@ -27,18 +28,21 @@ pub fn write(list: &Path, paths: &[PathBuf]) -> io::Result<()> {
 
 /// Removes what a crashed install may have left half-written: the temporary
 /// sibling of every listed path. Listed paths themselves are complete (they
-/// only ever appear by rename) and are left to the next plan.
+/// only ever appear by rename) and are left to the next plan. A path whose
+/// parent is no longer a real directory (a link now) is skipped: nothing of
+/// ours can be behind a link, and nothing is removed through one.
 pub fn remove_temporaries(paths: &[PathBuf]) -> io::Result<usize> {
     let mut removed = 0;
     for path in paths {
         let tmp = journal::temp_path(path);
-        match fs::symlink_metadata(&tmp) {
-            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&tmp),
-            Ok(_) => fs::remove_file(&tmp),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+        let Some((dir, name)) = parent_of(&tmp) else { continue };
+        let result = match dir.kind(name) {
+            Ok(Some(at::Kind::Dir)) => fs::remove_dir_all(&tmp),
+            Ok(Some(_)) => dir.remove_file(name),
+            Ok(None) => continue,
             Err(e) => Err(e),
-        }
-        .map_err(|e| journal::with_path(e, "removing leftover", &tmp))?;
+        };
+        result.map_err(|e| journal::with_path(e, "removing leftover", &tmp))?;
         removed += 1;
     }
     Ok(removed)
@@ -47,20 +51,36 @@ pub fn remove_temporaries(paths: &[PathBuf]) -> io::Result<usize> {
 /// Removes `paths` in reverse order (children before parents): files and
 /// links are unlinked, directories removed only when empty (a directory
 /// that still holds files that are not ours stays). Missing paths are fine.
+/// Nothing is removed through a link: a path whose parent has become a link
+/// is skipped (the link itself, if it is ours, is removed in its turn).
 pub fn remove(paths: &[PathBuf]) -> io::Result<usize> {
     let mut removed = 0;
     for path in paths.iter().rev() {
-        let result = match fs::symlink_metadata(path) {
-            Ok(meta) if meta.is_dir() => match fs::remove_dir(path) {
+        let Some((dir, name)) = parent_of(path) else { continue };
+        let result = match dir.kind(name) {
+            Ok(Some(at::Kind::Dir)) => match dir.remove_dir(name) {
                 Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => continue,
                 other => other,
             },
-            Ok(_) => fs::remove_file(path),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Ok(Some(_)) => dir.remove_file(name),
+            Ok(None) => continue,
             Err(e) => Err(e),
         };
         result.map_err(|e| journal::with_path(e, "removing", path))?;
         removed += 1;
     }
     Ok(removed)
+}
+
+/// The parent of `path` opened without following links, and its name;
+/// `None` (logged when it is a link) when it cannot be reached that way.
+fn parent_of(path: &Path) -> Option<(at::Dir, &std::ffi::OsStr)> {
+    match at::parent_nofollow(path) {
+        Ok(found) => Some(found),
+        Err(at::WalkError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => {
+            log::warn!("not removing {}: {e}", path.display());
+            None
+        }
+    }
 }

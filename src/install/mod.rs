@@ -10,20 +10,32 @@
 //! 5. commit: rename every file into place, remove what the previous install
 //!    had that this one does not, set directory permissions; one `syncfs`;
 //! 6. write the cleanup list: exactly what this install owns.
+//!
+//! No write, chmod, chown or unlink follows a symbolic link: every
+//! destination's parent is opened from `/` one component at a time without
+//! following links ([`crate::sys::at`]), and the change is made relative to
+//! that descriptor. A link anywhere in a destination's path is refused,
+//! naming it. Sources are resolved inside the revision, never through a
+//! link that leaves it.
 
 pub mod cleanup;
 pub mod permissions;
 pub mod plan;
 
+mod links;
+
 use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs::{self, DirBuilder, File};
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::appspec::{AppSpec, FileExistsBehavior, FileMapping};
 use crate::journal;
+use crate::resolve;
+use crate::sys::at::{self, Dir, WalkError};
 use plan::{Kind, PlanError, SourceItem, Step};
 
 /// How many conflicting paths an error message lists before summarising.
@@ -40,6 +52,10 @@ pub struct Request<'a> {
     pub deployment_behavior: Option<FileExistsBehavior>,
     /// The group's cleanup list.
     pub cleanup_list: &'a Path,
+    /// Largest total of bytes the install may write (0: no limit).
+    pub max_bytes: u64,
+    /// Accept symbolic links that lead outside their `files` destination.
+    pub allow_external_symlinks: bool,
 }
 
 /// What an install did.
@@ -64,6 +80,34 @@ pub enum InstallError {
     Source(String),
     /// Applying `permissions` failed.
     Permissions(String),
+    /// A symbolic link of the revision would lead outside its destination.
+    LinkLeaves {
+        /// Which `files` mapping installs it.
+        mapping: usize,
+        /// The link in the deployment archive (relative to it).
+        entry: PathBuf,
+        /// Where it would be installed.
+        dst: PathBuf,
+        /// The mapping's destination.
+        destination: PathBuf,
+        /// How it leaves.
+        detail: String,
+    },
+    /// The files to install exceed the install's byte budget.
+    Limit {
+        /// Bytes the install needs (at least).
+        needed: u64,
+        /// The budget (`max_install_bytes`).
+        max: u64,
+    },
+    /// A destination's path goes through a symbolic link (or cannot be
+    /// walked without following one).
+    Walk {
+        /// The destination being written.
+        path: PathBuf,
+        /// The link or the failure on the way.
+        source: WalkError,
+    },
     /// Reading or writing the disk failed.
     Io(io::Error),
 }
@@ -95,12 +139,33 @@ impl fmt::Display for InstallError {
                 write!(f, "cannot install {:?}: file names with a newline are not supported", path)
             }
             InstallError::Source(message) | InstallError::Permissions(message) => f.write_str(message),
+            InstallError::LinkLeaves { mapping, entry, dst, destination, detail } => write!(
+                f,
+                "files[{mapping}]: the symbolic link {} (installed as {}) {detail}, outside the destination {}; \
+                 refused (allow_external_symlinks accepts such links)",
+                entry.display(),
+                dst.display(),
+                destination.display()
+            ),
+            InstallError::Limit { needed, max } => write!(
+                f,
+                "the install writes at least {needed} bytes; max_install_bytes allows {max} (nothing was changed)"
+            ),
+            InstallError::Walk { path, source } => write!(f, "cannot install {}: {source}", path.display()),
             InstallError::Io(e) => write!(f, "install failed: {e}"),
         }
     }
 }
 
-impl std::error::Error for InstallError {}
+impl std::error::Error for InstallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InstallError::Walk { source, .. } => Some(source),
+            InstallError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<io::Error> for InstallError {
     fn from(e: io::Error) -> Self {
@@ -123,10 +188,14 @@ pub fn recover(cleanup_list: &Path) -> io::Result<usize> {
 pub fn install(request: &Request) -> Result<Report, InstallError> {
     recover(request.cleanup_list)?;
     let previous = cleanup::read(request.cleanup_list)?;
-    let items = collect_sources(request.archive_dir, &request.appspec.files)?;
+    let (items, mappings) = collect_sources(request.archive_dir, &request.appspec.files)?;
+    if !request.allow_external_symlinks {
+        links::check(&items, &mappings, &request.appspec.files, request.archive_dir)?;
+    }
+    let budget = Budget::new(request.max_bytes, &items)?;
     let behavior = effective_behavior(request.appspec, request.deployment_behavior);
     let plan = plan::plan(&items, &previous, behavior, &probe).map_err(InstallError::Plan)?;
-    drop(items);
+    drop((items, mappings));
     let permissions = permissions::Resolved::new(&request.appspec.permissions, owned_objects(&plan.steps))
         .map_err(InstallError::Permissions)?;
     let owned = plan.owned();
@@ -137,7 +206,7 @@ pub fn install(request: &Request) -> Result<Report, InstallError> {
     drop(ahead);
 
     let touched = parent_dirs(owned.iter().chain(&plan.obsolete));
-    let report = match stage(&plan.steps, &permissions)
+    let report = match stage(&plan.steps, &permissions, budget)
         .and_then(|report| Ok(journal::sync_filesystems(touched.iter().map(PathBuf::as_path)).map(|()| report)?))
     {
         Ok(report) => report,
@@ -167,16 +236,21 @@ fn probe(path: &Path) -> Option<Kind> {
 
 /// Lists what each `files` mapping puts where: a directory source's contents
 /// are merged into the destination, a file source lands in
-/// `destination/<basename>`.
-fn collect_sources(archive: &Path, mappings: &[FileMapping]) -> Result<Vec<SourceItem>, InstallError> {
+/// `destination/<basename>`. Returns the items and, for each, the index of
+/// its mapping. A source is resolved inside the revision: links on its way
+/// are followed only while they stay inside (the source itself, if a link,
+/// is installed as a link).
+fn collect_sources(archive: &Path, mappings: &[FileMapping]) -> Result<(Vec<SourceItem>, Vec<usize>), InstallError> {
     let mut items = Vec::new();
+    let mut owners = Vec::new();
     for (index, mapping) in mappings.iter().enumerate() {
-        let src = archive.join(&mapping.source);
+        let source = mapping.source.display().to_string();
+        let rel = resolve::inside(archive, &mapping.source, false).map_err(|e| {
+            InstallError::Source(format!("files[{index}].source {source:?} {e}; it must stay inside the revision"))
+        })?;
+        let src = archive.join(rel);
         let meta = fs::symlink_metadata(&src).map_err(|e| {
-            InstallError::Source(format!(
-                "files[{index}].source {:?} does not exist in the revision ({e})",
-                mapping.source.display().to_string()
-            ))
+            InstallError::Source(format!("files[{index}].source {source:?} does not exist in the revision ({e})"))
         })?;
         if meta.is_dir() {
             items.push(SourceItem { src: src.clone(), dst: mapping.destination.clone(), kind: Kind::Dir });
@@ -186,8 +260,9 @@ fn collect_sources(archive: &Path, mappings: &[FileMapping]) -> Result<Vec<Sourc
             let kind = source_kind(&src, &meta)?;
             items.push(SourceItem { dst: mapping.destination.join(name), src, kind });
         }
+        owners.resize(items.len(), index);
     }
-    Ok(items)
+    Ok((items, owners))
 }
 
 fn walk(dir: &Path, dest: &Path, items: &mut Vec<SourceItem>) -> Result<(), InstallError> {
@@ -225,25 +300,119 @@ fn source_kind(src: &Path, meta: &fs::Metadata) -> Result<Kind, InstallError> {
     }
 }
 
+/// The install's byte budget: every file is written in full each time it
+/// is installed (two mappings of one source, or hard links of the
+/// revision, count each time).
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// Bytes still allowed (`u64::MAX`: no limit).
+    left: u64,
+    max: u64,
+}
+
+impl Budget {
+    /// Checks the declared sizes of `items` against `max` (0: no limit).
+    fn new(max: u64, items: &[SourceItem]) -> Result<Budget, InstallError> {
+        let left = if max == 0 { u64::MAX } else { max };
+        let mut needed = 0u64;
+        for item in items.iter().filter(|i| i.kind == Kind::File) {
+            let len = fs::symlink_metadata(&item.src).map(|m| m.len()).unwrap_or(0);
+            needed = needed.saturating_add(len);
+            if needed > left {
+                return Err(InstallError::Limit { needed, max });
+            }
+        }
+        Ok(Budget { left, max })
+    }
+
+    /// Takes `n` written bytes from the budget.
+    fn spend(&mut self, n: u64) -> io::Result<()> {
+        if n > self.left {
+            let message = format!("a file grew while installed: the install exceeds max_install_bytes ({})", self.max);
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, message));
+        }
+        self.left -= n;
+        Ok(())
+    }
+}
+
+/// The parent directory of each destination, opened without following
+/// links; the last one is kept, since steps come in path order.
+#[derive(Default)]
+struct Parents {
+    last: Option<(PathBuf, Dir)>,
+}
+
+impl Parents {
+    /// The parent of `path` and its final name.
+    fn of<'p>(&mut self, path: &'p Path) -> Result<(&Dir, &'p OsStr), InstallError> {
+        let walk_error = |source| InstallError::Walk { path: path.to_path_buf(), source };
+        let name = path.file_name().ok_or_else(|| walk_error(bad_path(path)))?;
+        let parent = path.parent().ok_or_else(|| walk_error(bad_path(path)))?;
+        if self.last.as_ref().is_none_or(|(p, _)| p != parent) {
+            let dir = Dir::open_nofollow(parent).map_err(walk_error)?;
+            self.last = Some((parent.to_path_buf(), dir));
+        }
+        let (_, dir) = self.last.as_ref().ok_or_else(|| walk_error(bad_path(path)))?;
+        Ok((dir, name))
+    }
+
+    /// Forgets the cached parent (after a directory was replaced).
+    fn forget(&mut self) {
+        self.last = None;
+    }
+}
+
+fn bad_path(path: &Path) -> WalkError {
+    let source = io::Error::new(io::ErrorKind::InvalidInput, "not an absolute path with a final name");
+    WalkError::Io { path: path.to_path_buf(), source }
+}
+
+/// The temporary name of `name` in its directory.
+fn temp_name(name: &OsStr) -> OsString {
+    let mut tmp = OsString::from(journal::TEMP_PREFIX);
+    tmp.push(name);
+    tmp
+}
+
 /// Step 4: directories created, files written under temporary names with
 /// their final mode and owner. Nothing visible has changed yet except new,
 /// empty directories and removals the plan requires first.
-fn stage(steps: &[Step], permissions: &permissions::Resolved) -> Result<Report, InstallError> {
+fn stage(steps: &[Step], permissions: &permissions::Resolved, mut budget: Budget) -> Result<Report, InstallError> {
     let mut report = Report::default();
+    let mut parents = Parents::default();
     for step in steps {
         match step {
             Step::RemoveFirst(path) => {
-                fs::remove_file(path).map_err(|e| journal::with_path(e, "removing", path))?;
+                let (dir, name) = parents.of(path)?;
+                dir.remove_file(name).map_err(|e| journal::with_path(e, "removing", path))?;
+                parents.forget();
             }
             Step::CreateDir(path) => {
-                create_dir(path)?;
+                let (dir, name) = parents.of(path)?;
+                create_dir(dir, name, path)?;
                 report.directories += 1;
             }
             Step::AdoptDir(_) => {}
             Step::Place { src, dst, kind } => {
-                let tmp = journal::temp_path(dst);
-                write_temporary(src, &tmp, *kind).map_err(|e| journal::with_path(e, "writing", &tmp))?;
-                permissions.apply(dst, &tmp, false).map_err(InstallError::Permissions)?;
+                let (dir, name) = parents.of(dst)?;
+                let tmp = temp_name(name);
+                let tmp_path = dst.with_file_name(&tmp);
+                let settings = permissions.settings(dst, false);
+                let file = write_temporary(src, dir, &tmp, *kind, &mut budget)
+                    .map_err(|e| journal::with_path(e, "writing", &tmp_path))?;
+                match (settings, file) {
+                    (Some(settings), Some(file)) => {
+                        permissions::Resolved::apply(dst, &settings, &file, &tmp_path)
+                            .map_err(InstallError::Permissions)?;
+                    }
+                    (Some(settings), None) if settings.uid.is_some() || settings.gid.is_some() => {
+                        dir.lchown(&tmp, settings.uid, settings.gid).map_err(|e| {
+                            InstallError::Permissions(format!("permissions for {}: owner/group: {e}", dst.display()))
+                        })?;
+                    }
+                    _ => {}
+                }
                 report.files += 1;
             }
         }
@@ -251,30 +420,38 @@ fn stage(steps: &[Step], permissions: &permissions::Resolved) -> Result<Report, 
     Ok(report)
 }
 
-fn create_dir(path: &Path) -> io::Result<()> {
-    match DirBuilder::new().mode(0o755).create(path) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+fn create_dir(dir: &Dir, name: &OsStr, path: &Path) -> io::Result<()> {
+    match dir.create_dir(name, 0o755) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.kind(name)? == Some(at::Kind::Dir) => Ok(()),
         other => other.map_err(|e| journal::with_path(e, "creating directory", path)),
     }
 }
 
-/// Copies `src` to `tmp`: a link as a link, a file with its mode and mtime.
-fn write_temporary(src: &Path, tmp: &Path, kind: Kind) -> io::Result<()> {
-    if fs::symlink_metadata(tmp).is_ok() {
-        fs::remove_file(tmp)?;
+/// Copies `src` to `tmp` in `dir`: a link as a link, a file with its mode
+/// and mtime (returned open, for its permissions).
+fn write_temporary(src: &Path, dir: &Dir, tmp: &OsStr, kind: Kind, budget: &mut Budget) -> io::Result<Option<File>> {
+    match dir.kind(tmp)? {
+        Some(at::Kind::Dir) => dir.remove_dir(tmp)?,
+        Some(_) => dir.remove_file(tmp)?,
+        None => {}
     }
     if kind == Kind::Symlink {
-        return symlink(fs::read_link(src)?, tmp);
+        dir.symlink(fs::read_link(src)?.as_os_str(), tmp)?;
+        return Ok(None);
     }
-    let mut input = File::open(src)?;
+    let mut input = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(src)?;
     let meta = input.metadata()?;
-    let mut output = File::create_new(tmp)?;
-    io::copy(&mut input, &mut output)?;
+    if !meta.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a regular file", src.display())));
+    }
+    let mut output = dir.create_new(tmp, 0o600)?;
+    let copied = io::copy(&mut (&mut input).take(budget.left.saturating_add(1)), &mut output)?;
+    budget.spend(copied)?;
     output.set_permissions(fs::Permissions::from_mode(meta.permissions().mode() & 0o7777))?;
     if let Ok(modified) = meta.modified() {
         output.set_modified(modified)?;
     }
-    Ok(())
+    Ok(Some(output))
 }
 
 /// After a failed stage (a full disk, say): the temporaries and the new,
@@ -308,10 +485,11 @@ fn owned_objects(steps: &[Step]) -> impl Iterator<Item = (&Path, bool)> {
 
 /// Step 5: every staged file renamed into place, then directory permissions.
 fn commit(steps: &[Step], permissions: &permissions::Resolved) -> Result<(), InstallError> {
+    let mut parents = Parents::default();
     for step in steps {
         if let Step::Place { dst, .. } = step {
-            let tmp = journal::temp_path(dst);
-            fs::rename(&tmp, dst).map_err(|e| journal::with_path(e, "renaming into place", dst))?;
+            let (dir, name) = parents.of(dst)?;
+            dir.rename(&temp_name(name), dir, name).map_err(|e| journal::with_path(e, "renaming into place", dst))?;
         }
     }
     let has_context = permissions.has_context();
@@ -321,8 +499,12 @@ fn commit(steps: &[Step], permissions: &permissions::Resolved) -> Result<(), Ins
             Step::Place { dst, .. } => (dst, false),
             Step::RemoveFirst(_) => continue,
         };
-        if is_dir {
-            permissions.apply(path, path, true).map_err(InstallError::Permissions)?;
+        if let Some(settings) = permissions.settings(path, true).filter(|_| is_dir) {
+            // Opened without following a link: a directory swapped for a
+            // link since it was created is refused, not followed.
+            let (dir, name) = parents.of(path)?;
+            let opened = dir.open_dir(name).map_err(|e| journal::with_path(e, "opening directory", path))?;
+            permissions::Resolved::apply(path, &settings, opened.as_file(), path).map_err(InstallError::Permissions)?;
         }
         if has_context {
             permissions.apply_context(path, is_dir).map_err(InstallError::Permissions)?;

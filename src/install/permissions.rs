@@ -5,12 +5,26 @@
 //! via setfacl and SELinux contexts via semanage/restorecon.
 
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, lchown};
+use std::fs::File;
+use std::os::unix::fs::{PermissionsExt, fchown};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::appspec::Permission;
 use crate::users;
+
+/// What one `permissions` entry sets on an object.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    /// New owner, if any.
+    pub uid: Option<u32>,
+    /// New group, if any.
+    pub gid: Option<u32>,
+    /// New mode, if any (never applied to a symbolic link).
+    pub mode: Option<u32>,
+    /// ACL entries for setfacl, if any.
+    pub acls: &'a [String],
+}
 
 /// The permissions entries with owners and groups resolved to ids.
 #[derive(Debug)]
@@ -51,22 +65,28 @@ impl<'a> Resolved<'a> {
         Ok(Resolved { entries, ids })
     }
 
-    /// Applies the entry that matches `target` to the object at `actual`
-    /// (the same object, possibly still under its temporary name).
-    pub fn apply(&self, target: &Path, actual: &Path, is_dir: bool) -> Result<(), String> {
-        let Some(index) = self.entries.iter().position(|p| p.applies_to(target, is_dir)) else { return Ok(()) };
+    /// What the entry matching `target` sets on it: owner, group, mode
+    /// and ACLs. The caller applies them to the object it holds open (so
+    /// nothing is changed through a link).
+    pub fn settings(&self, target: &Path, is_dir: bool) -> Option<Settings<'_>> {
+        let index = self.entries.iter().position(|p| p.applies_to(target, is_dir))?;
         let entry = &self.entries[index];
         let (uid, gid) = self.ids[index];
+        Some(Settings { uid, gid, mode: entry.mode, acls: &entry.acls })
+    }
+
+    /// Applies `settings` to `file` (open on the object named `target`, at
+    /// `actual` on disk): owner and group first (chown clears setuid/setgid
+    /// bits), then the mode, then ACLs.
+    pub fn apply(target: &Path, settings: &Settings<'_>, file: &File, actual: &Path) -> Result<(), String> {
         let fail = |what: &str, e: &dyn std::fmt::Display| format!("permissions for {}: {what}: {e}", target.display());
-        let is_symlink = fs::symlink_metadata(actual).map(|m| m.file_type().is_symlink()).unwrap_or(false);
-        if uid.is_some() || gid.is_some() {
-            lchown(actual, uid, gid).map_err(|e| fail("owner/group", &e))?;
+        if settings.uid.is_some() || settings.gid.is_some() {
+            fchown(file, settings.uid, settings.gid).map_err(|e| fail("owner/group", &e))?;
         }
-        // After chown, which clears setuid/setgid bits.
-        if let Some(mode) = entry.mode.filter(|_| !is_symlink) {
-            fs::set_permissions(actual, fs::Permissions::from_mode(mode)).map_err(|e| fail("mode", &e))?;
+        if let Some(mode) = settings.mode {
+            file.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| fail("mode", &e))?;
         }
-        for acl in &entry.acls {
+        for acl in settings.acls {
             run_tool("setfacl", &["--modify", acl], actual).map_err(|e| fail("acls", &e))?;
         }
         Ok(())

@@ -63,6 +63,10 @@ pub(super) struct Meter {
     /// Bytes the decompressor produced (for a tgz, the whole tar stream,
     /// headers included); `None` means "the content bytes written".
     output: Option<Counter>,
+    /// The bundle's size: input counted for the ratio never exceeds it, so
+    /// zip entries that share or overlap their data (read once per entry)
+    /// cannot buy more output with the same bytes.
+    input_cap: u64,
 }
 
 impl Meter {
@@ -77,7 +81,13 @@ impl Meter {
             remembered: 0,
             input: None,
             output: None,
+            input_cap: u64::MAX,
         }
+    }
+
+    /// Caps the input counted for the ratio at the bundle's size.
+    pub(super) fn cap_input(&mut self, bundle_len: u64) {
+        self.input_cap = bundle_len;
     }
 
     /// Watches the compressed input (and optionally the decompressed output)
@@ -141,11 +151,11 @@ impl Meter {
     pub(super) fn check_ratio(&self) -> Result<(), UnpackError> {
         let Some(input) = &self.input else { return Ok(()) };
         let output = self.output.as_ref().map_or(self.bytes, |c| c.get());
-        if over_ratio(output, input.get(), self.max_ratio) {
+        let input = input.get().min(self.input_cap);
+        if over_ratio(output, input, self.max_ratio) {
             return Err(limit(format!(
-                "compression ratio exceeds max_ratio ({}): {output} bytes unpacked from {}",
+                "compression ratio exceeds max_ratio ({}): {output} bytes unpacked from {input}",
                 self.max_ratio,
-                input.get()
             )));
         }
         Ok(())
@@ -208,6 +218,16 @@ mod tests {
         assert!(meter.add_bytes(u64::MAX / 2).is_ok());
         assert!(meter.count_entry().is_ok());
         assert!(meter.check_ratio().is_ok());
+    }
+
+    #[test]
+    fn shared_zip_data_counts_once_as_input() {
+        let mut meter = Meter::new(&Policy::default());
+        // Ten entries re-reading the same 10,000 bytes of a 10,000-byte bundle.
+        meter.watch(Rc::new(Cell::new(100_000)), None);
+        meter.cap_input(10_000);
+        meter.add_bytes(3 * RATIO_GRACE).unwrap();
+        assert!(matches!(meter.check_ratio(), Err(UnpackError::Limit { .. })));
     }
 
     #[test]

@@ -175,6 +175,54 @@ pub fn unpack(bundle: &Path, kind: BundleType, dest: &Path, policy: &Policy) -> 
     tree.finish()
 }
 
+/// Checks, once a revision's root is chosen inside the unpacked tree (its
+/// single top-level directory, `top` in the bundle's names), that every
+/// symbolic link under `root` still resolves inside `root`: a link that
+/// stayed inside the bundle may climb out of the directory that is
+/// deployed (`top/s -> ../x`). Skipped with `allow_external_symlinks`.
+pub fn check_links_inside(root: &Path, top: &Path, policy: &Policy) -> Result<(), UnpackError> {
+    if policy.allow_external_symlinks {
+        return Ok(());
+    }
+    let mut steps = crate::resolve::DEFAULT_STEPS;
+    let mut pending = vec![PathBuf::new()];
+    while let Some(rel) = pending.pop() {
+        let dir = root.join(&rel);
+        let entries = fs::read_dir(&dir).map_err(|source| UnpackError::Io { path: dir.clone(), source })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| UnpackError::Io { path: dir.clone(), source })?;
+            let path = rel.join(entry.file_name());
+            let kind = entry.file_type().map_err(|source| UnpackError::Io { path: root.join(&path), source })?;
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_symlink() {
+                check_link(root, &rel, &path, &mut steps).map_err(|rule| UnpackError::Refused {
+                    entry: top.join(&path).to_string_lossy().into_owned(),
+                    rule,
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where the link at `root/path` (in directory `rel`) leads, or the rule it breaks.
+fn check_link(root: &Path, rel: &Path, path: &Path, steps: &mut u64) -> Result<(), String> {
+    use crate::resolve::{self, Escape, Tree};
+    let target = fs::read_link(root.join(path)).map_err(|e| format!("unreadable symlink: {e}"))?;
+    let mut link = |p: &Path| resolve::disk_link(root, p);
+    let mut tree = Tree { root: None, link: &mut link, steps };
+    match resolve::resolve(&mut tree, rel, &target, true) {
+        Ok(_) => Ok(()),
+        Err(Escape::TooMuchWork) => Err("too many or too deep symlinks to check".to_string()),
+        Err(e) => Err(format!(
+            "{} once the single top-level directory is the revision (to {}: {e})",
+            safety::rule::SYMLINK_LEAVES,
+            target.display()
+        )),
+    }
+}
+
 /// How a file bundle is actually read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {

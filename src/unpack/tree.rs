@@ -159,8 +159,12 @@ impl<'p> Tree<'p> {
         if rel == target {
             return Err(refused(name, rule::HARDLINK_SELF));
         }
-        let (_, full) = self.prepare(name, &rel, false)?;
         let source = self.full(&target);
+        // Its bytes count again: installed, each link becomes a copy.
+        let len = fs::symlink_metadata(&source).map_err(io_at(&source))?.len();
+        self.meter.add_bytes(len)?;
+        self.meter.check_ratio()?;
+        let (_, full) = self.prepare(name, &rel, false)?;
         fs::hard_link(&source, &full).map_err(io_at(&full))?;
         self.written += 1;
         Ok(())

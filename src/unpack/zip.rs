@@ -39,6 +39,7 @@ pub(super) fn unpack_zip(file: &File, tree: &mut Tree<'_>) -> Result<(), UnpackE
     let dir = locate(&src)?;
     let input: Counter = Rc::default();
     tree.meter.watch(input.clone(), None);
+    tree.meter.cap_input(file.metadata().map_err(|e| read_error(&src.path, "zip", e))?.len());
     precheck(&src, &dir, tree)?;
     walk(file, &dir, &mut |central| extract(&src, &dir, central, &input, tree))
 }

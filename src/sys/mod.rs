@@ -2,7 +2,10 @@
 //! process-group signals, credential switching in a child, and mknod.
 //!
 //! Every `unsafe` block in the crate lives here, each with its SAFETY note.
-//! The rest of the crate is `#![deny(unsafe_code)]`.
+//! The rest of the crate is `#![deny(unsafe_code)]`. [`at`] holds the
+//! descriptor-relative calls that never follow a symbolic link.
+
+pub mod at;
 
 use std::ffi::CString;
 use std::fs::File;
