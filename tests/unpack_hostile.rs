@@ -1211,3 +1211,62 @@ fn pending_symlinks_memory_bounded() {
     }
     assert_limit(sb.tar(&b.into_inner().expect("tar"), &Policy::default()), "bytes of memory");
 }
+
+// ---------------------------------------------------------------- what is written counts
+
+#[test]
+fn hard_links_count_their_bytes_each_time() {
+    let sb = Sandbox::new("hardlink-bytes");
+    let data = noise(MIB as usize);
+    let entries = [
+        E::File("a", &data, 0o644),
+        E::Hard("b", "a"),
+        E::Hard("c", "a"),
+        E::Hard("d", "a"),
+        E::Hard("e", "a"),
+        E::Hard("f", "a"),
+    ];
+    let bundle = tar_of(&entries);
+    let tight = Policy { max_bytes: 4 * MIB, ..Policy::default() };
+    assert_limit(sb.tar(&bundle, &tight), "max_bytes");
+    let sb = Sandbox::new("hardlink-bytes-fit");
+    let report = sb.tar(&bundle, &Policy { max_bytes: 6 * MIB, ..Policy::default() }).expect("six copies fit");
+    assert_eq!(report.bytes, 6 * MIB, "each hard link counts as the copy it becomes when installed");
+}
+
+/// A zip whose central directory names the same local entry `copies` times.
+fn shared_data_zip(data: &[u8], copies: usize) -> Vec<u8> {
+    let one = zip_of(&[zentry("a", data, true, Some(0o644))]);
+    let eocd = one.len() - 22;
+    let cd_offset = u32::from_le_bytes(one[eocd + 16..eocd + 20].try_into().unwrap()) as usize;
+    let record = &one[cd_offset..eocd];
+    let mut out = one[..cd_offset].to_vec();
+    for _ in 0..copies {
+        out.extend_from_slice(record);
+    }
+    out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
+    out.extend_from_slice(&(copies as u16).to_le_bytes());
+    out.extend_from_slice(&(copies as u16).to_le_bytes());
+    out.extend_from_slice(&((record.len() * copies) as u32).to_le_bytes());
+    out.extend_from_slice(&(cd_offset as u32).to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+#[test]
+fn zip_entries_sharing_their_data_count_in_full() {
+    // 1 MiB that deflates about 15:1, under max_ratio on its own...
+    let mut data = noise(MIB as usize);
+    for (i, byte) in data.iter_mut().enumerate() {
+        if i % 20 != 0 {
+            *byte = 0;
+        }
+    }
+    let single = zip_of(&[zentry("a", &data, true, Some(0o644))]);
+    assert!((MIB as usize) < single.len() * 200, "one copy alone must pass the ratio");
+    // ...named 40 times by the central directory: 40 MiB from one copy of the data.
+    let sb = Sandbox::new("zip-shared");
+    assert_limit(sb.zip(&shared_data_zip(&data, 40), &Policy::default()), "compression ratio");
+    let sb = Sandbox::new("zip-shared-one");
+    sb.zip(&single, &Policy::default()).expect("one copy unpacks");
+}

@@ -222,15 +222,15 @@ pub fn install(request: &Request) -> Result<Report, InstallError> {
     Ok(Report { removed, retained: plan.retained.len(), ..report })
 }
 
-/// What is at `path` now, without following a final symlink.
+/// What is at `path` now, following no link on the way: behind a link in
+/// a parent there is nothing of this path (the planner meets the link
+/// itself as that parent, and refuses or replaces it).
 fn probe(path: &Path) -> Option<Kind> {
-    let file_type = fs::symlink_metadata(path).ok()?.file_type();
-    Some(if file_type.is_dir() {
-        Kind::Dir
-    } else if file_type.is_symlink() {
-        Kind::Symlink
-    } else {
-        Kind::File
+    let (dir, name) = at::parent_nofollow(path).ok()?;
+    Some(match dir.kind(name).ok()?? {
+        at::Kind::Dir => Kind::Dir,
+        at::Kind::Symlink => Kind::Symlink,
+        at::Kind::File | at::Kind::Special => Kind::File,
     })
 }
 
