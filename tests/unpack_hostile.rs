@@ -1270,3 +1270,35 @@ fn zip_entries_sharing_their_data_count_in_full() {
     let sb = Sandbox::new("zip-shared-one");
     sb.zip(&single, &Policy::default()).expect("one copy unpacks");
 }
+
+// ---------------------------------------------------------------- refusals name the entry as the archive does
+
+#[test]
+fn gnu_long_name_refusal_names_the_long_name() {
+    // A GNU long-name record (type L) renames a short header; the refusal
+    // quotes the long name, as `tar tvf` would show it, not the header's.
+    let sb = Sandbox::new("gnu-long-refused");
+    let long = format!("{}/../../etc/cron.d/evil", "d".repeat(150));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = header(EntryType::GNULongName, "././@LongLink", long.len() as u64 + 1, 0o644);
+    h.set_cksum();
+    b.append(&h, format!("{long}\0").as_bytes()).expect("append");
+    append(&mut b, &E::File("short", b"pwned", 0o644));
+    assert_refused(sb.tar(&b.into_inner().expect("tar"), &Policy::default()), &long, "parent directory component");
+    sb.assert_contained(&["etc/cron.d/evil"]);
+}
+
+#[test]
+fn pax_linkpath_refusal_names_the_pax_path() {
+    // pax path and linkpath replace the header's names: the refusal names the pax path.
+    let sb = Sandbox::new("pax-linkpath");
+    let name = format!("long/{}", "n".repeat(200));
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("path", name.as_bytes()), ("linkpath", b"/etc/shadow".as_slice())]).expect("pax");
+    append(&mut b, &E::Sym("short", "harmless"));
+    assert_refused(
+        sb.tar(&b.into_inner().expect("tar"), &Policy::default()),
+        &name,
+        "symlink target leaves the archive",
+    );
+}

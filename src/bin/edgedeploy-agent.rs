@@ -1,6 +1,7 @@
 //! `edgedeploy-agent`: the device side of edgedeploy. Thin: parse the
 //! command line, load the configuration, call the library, map the outcome
 //! to an exit status.
+#![forbid(unsafe_code)]
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

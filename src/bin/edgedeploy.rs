@@ -1,4 +1,5 @@
 //! `edgedeploy`: the control plane server and the operator's commands.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -29,6 +29,7 @@ pub fn syncfs(file: &File) -> io::Result<()> {
 
 /// One descriptor to watch for input, and what poll found on it.
 #[derive(Debug, Clone, Copy)]
+#[repr(transparent)] // poll() below passes a slice of these as pollfd.
 pub struct PollFd(libc::pollfd);
 
 impl PollFd {
