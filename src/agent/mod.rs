@@ -28,17 +28,13 @@ use std::time::Duration;
 
 use crate::client::{CallError, Client, Endpoint, HttpOptions};
 use crate::config::Config;
+use crate::logger;
 use crate::protocol::command::{self, PollHostCommandInput, PollHostCommandOutput};
 use crate::state::Root;
 
 use credentials::Identity;
 use outbox::Outbox;
 use poll::{Backoff, FailureClass, FailureLog, Prng, StopWatch};
-
-/// Deadline of one command API call.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Deadline of one bundle download request (an interrupted one resumes).
-const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Runs the daemon until SIGTERM or SIGINT. Errors are startup errors
 /// (configuration, root, lock); once running, failures are retried.
@@ -50,15 +46,15 @@ pub fn run(config: &Config) -> Result<(), String> {
         .map(|u| u.trim_end_matches('/').to_string())
         .ok_or("deploy_control_endpoint is not set: the daemon needs the URL of the command API")?;
     let store_url = config.s3_endpoint_override.as_deref().map(|u| u.trim_end_matches('/').to_string());
-    let http = |timeout| HttpOptions { proxy: config.proxy_uri.clone(), ca_bundle: config.ca_bundle.clone(), timeout };
+    let calls = config.network.for_calls(config.proxy_uri.clone(), config.ca_bundle.clone());
+    let downloads = HttpOptions { timeout: Some(config.network.download), ..calls.clone() };
     let endpoint = |url: &str| Endpoint {
         url: url.to_string(),
         region: identity.region.clone(),
         credentials: identity.credentials.clone(),
     };
-    let client = Client::new(endpoint(&control), &http(Some(CALL_TIMEOUT)))
-        .map_err(|e| format!("deploy_control_endpoint: {e}"))?;
-    let store = Client::new(endpoint(store_url.as_deref().unwrap_or(&control)), &http(Some(DOWNLOAD_TIMEOUT)))
+    let client = Client::new(endpoint(&control), &calls).map_err(|e| format!("deploy_control_endpoint: {e}"))?;
+    let store = Client::new(endpoint(store_url.as_deref().unwrap_or(&control)), &downloads)
         .map_err(|e| format!("s3_endpoint_override: {e}"))?;
 
     let root = Root::new(&config.root_dir);
@@ -232,10 +228,7 @@ impl Daemon<'_> {
         let output: PollHostCommandOutput =
             self.client.call(command::TARGET_PREFIX, command::SIGNING_NAME, "PollHostCommand", &input)?;
         match output.host_command {
-            Some(host_command) => {
-                self.accept(host_command)?;
-                Ok(Pass::Worked)
-            }
+            Some(host_command) => self.accept(host_command),
             None => Ok(Pass::Idle),
         }
     }
@@ -245,16 +238,25 @@ impl Daemon<'_> {
         let mut delivered = false;
         for completion in self.outbox.pending().map_err(local)? {
             let input = completion.input();
-            let result: Result<serde_json::Value, CallError> =
-                self.client.call(command::TARGET_PREFIX, command::SIGNING_NAME, "PutHostCommandComplete", &input);
+            let result = self.client.call_acknowledged(
+                command::TARGET_PREFIX,
+                command::SIGNING_NAME,
+                "PutHostCommandComplete",
+                &input,
+            );
             let what = format!(
                 "{} of {} (command {})",
                 completion.command_name,
                 completion.deployment_id.as_deref().unwrap_or("a deployment"),
-                completion.host_command_identifier
+                logger::untrusted(&completion.host_command_identifier)
             );
             match result {
-                Ok(_) => log::info!("reported {what}: {:?}", completion.command_status),
+                Ok(None) => log::info!("reported {what}: {:?}", completion.command_status),
+                Ok(Some(note)) => log::warn!(
+                    "reported {what}: {:?}; the service answered 2xx without a JSON body ({note}): counted as \
+                     delivered",
+                    completion.command_status
+                ),
                 Err(e @ CallError::Service { status: 400..=499, .. }) => {
                     log::warn!("the service refused the completion of {what}: {e}; counted as delivered");
                 }
