@@ -108,6 +108,12 @@ impl Object {
             Location::Url(url) => url.clone(),
         }
     }
+
+    /// [`Object::path`] for a log line: it comes from the server, so it is
+    /// escaped and capped ([`untrusted`]).
+    pub fn shown(&self) -> String {
+        untrusted(&self.path())
+    }
 }
 
 /// What the requests of a download go through.
@@ -395,7 +401,7 @@ pub fn download(
                         stalled
                     )));
                 };
-                log::warn!("downloading {}: {reason}; resuming in {}s", object.path(), delay.as_secs());
+                log::warn!("downloading {}: {reason}; resuming in {}s", object.shown(), delay.as_secs());
                 if sleep_unless_stopped(delay) {
                     return Err(FetchError::Stopped);
                 }
@@ -547,7 +553,7 @@ fn reuse(files: &Files, object: &Object) -> Result<Option<Report>, FetchError> {
     if len(&files.bundle) != Some(p.bytes) {
         return Ok(None);
     }
-    log::info!("downloading {}: reusing the complete download of {} bytes", object.path(), p.bytes);
+    log::info!("downloading {}: reusing the complete download of {} bytes", object.shown(), p.bytes);
     Ok(Some(Report { bytes: p.bytes, resumed_at: p.bytes, fetched: 0, etag: p.etag, reused: true }))
 }
 
@@ -657,11 +663,11 @@ fn attempt(
     };
     record(&part, offset)?;
     match (offset, total) {
-        (0, Some(t)) => log::info!("downloading {}: {t} bytes", object.path()),
-        (0, None) => log::info!("downloading {}: size unknown", object.path()),
+        (0, Some(t)) => log::info!("downloading {}: {t} bytes", object.shown()),
+        (0, None) => log::info!("downloading {}: size unknown", object.shown()),
         (n, t) => log::info!(
             "downloading {}: resumed at {n} bytes of {}",
-            object.path(),
+            object.shown(),
             t.map(|t| t.to_string()).unwrap_or_else(|| "?".into())
         ),
     }
@@ -740,7 +746,7 @@ fn attempt(
     let resumed_at = run.resumed_at.unwrap_or(0);
     log::info!(
         "downloaded {}: {position} bytes, {} fetched by this agent run, which started at byte {resumed_at}",
-        object.path(),
+        object.shown(),
         run.fetched
     );
     Ok(Report { bytes: position, resumed_at, fetched: run.fetched, etag, reused: false })

@@ -728,30 +728,78 @@ fn no_server_string_can_forge_a_log_line() {
 // PutHostCommandComplete answered 2xx without JSON: delivered once, and
 // the poll loop goes on.
 
-#[test]
-fn a_completion_acknowledged_without_json_is_delivered_once() {
+/// Runs a refused command whose PutHostCommandComplete is answered by
+/// `complete`; checks it is sent once and the loop polls on.
+fn acknowledgement_case(case: &str, complete: impl Fn(&mut TcpStream, &State) + Send + Sync + 'static) -> Sandbox {
     let cmd = command("hc-ack", HOST, "FrobnicateBundle");
     let handed = AtomicBool::new(false);
-    let server = Server::start(move |request, stream, _| match request.what.as_str() {
+    let server = Server::start(move |request, stream, state| match request.what.as_str() {
         "PollHostCommand" if !handed.swap(true, Ordering::SeqCst) => {
             respond_json(stream, &json!({ "HostCommand": cmd.clone() }))
         }
         "PollHostCommand" => respond_json(stream, &json!({})),
-        "PutHostCommandComplete" => respond(stream, "200 OK", b"<html>\n<body>OK</body>\n</html>"),
+        "PutHostCommandComplete" => complete(stream, state),
         _ => respond(stream, "404 Not Found", b""),
     });
-    let mut sandbox = Sandbox::start("ack-html", &server, "");
+    let mut sandbox = Sandbox::start(case, &server, "");
     wait_until(Duration::from_secs(30), "the completion", || server.count("PutHostCommandComplete") == 1);
     let complete_at = server.requests().iter().position(|r| r.what == "PutHostCommandComplete").unwrap();
     // Two polls after the completion: the loop went on; no resend in between.
     wait_until(Duration::from_secs(20), "two polls after the completion", || {
         server.requests()[complete_at..].iter().filter(|r| r.what == "PollHostCommand").count() >= 2
     });
-    assert_eq!(server.count("PutHostCommandComplete"), 1, "the completion was sent again");
+    assert_eq!(server.count("PutHostCommandComplete"), 1, "{case}: the completion was sent again");
     let log = sandbox.log();
-    assert_eq!(lines_with(&log, "without a JSON body").len(), 1, "{log}");
-    assert!(lines_with(&log, "without a JSON body")[0].contains("counted as delivered"), "{log}");
+    let lines = lines_with(&log, "without a JSON body");
+    assert_eq!(lines.len(), 1, "{case}: {log}");
+    assert!(lines[0].contains("counted as delivered"), "{log}");
     let outbox = sandbox.dir.join("root/.edgedeploy/outbox");
-    assert_eq!(fs::read_dir(&outbox).unwrap().count(), 0, "the outbox is empty");
-    sandbox.check_invariants("ack-html");
+    assert_eq!(fs::read_dir(&outbox).unwrap().count(), 0, "{case}: the outbox is not empty");
+    let ledger = fs::read_to_string(sandbox.dir.join("root/.edgedeploy/completed.json")).unwrap();
+    assert!(ledger.contains("hc-ack"), "{case}: not in the ledger: {ledger}");
+    sandbox.check_invariants(case);
+    sandbox
+}
+
+#[test]
+fn a_completion_acknowledged_without_json_is_delivered_once() {
+    acknowledgement_case("ack-html", |stream, _| respond(stream, "200 OK", b"<html>\n<body>OK</body>\n</html>"));
+}
+
+#[test]
+fn a_completion_acknowledged_with_a_body_that_never_ends_is_delivered_once() {
+    // 200 and its headers, then silence: the status is the acknowledgement;
+    // the stall deadline ends the body, the loop goes on.
+    acknowledgement_case("ack-stall", |stream, state| {
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{");
+        state.hold(stream);
+    });
+}
+
+#[test]
+fn a_server_repeating_one_command_is_not_polled_in_a_tight_loop() {
+    // Every poll hands out the same command, for another host: refused and
+    // reported once, then polled at wait_between_runs (1 s), not at once.
+    let cmd = command("hc-again", "dev-someone-else", "Install");
+    let server = Server::start(move |request, stream, _| match request.what.as_str() {
+        "PollHostCommand" => respond_json(stream, &json!({ "HostCommand": cmd.clone() })),
+        "PutHostCommandComplete" => respond_json(stream, &json!({})),
+        _ => respond(stream, "404 Not Found", b""),
+    });
+    let mut sandbox = Sandbox::start("repeat", &server, "");
+    wait_until(Duration::from_secs(30), "the completion", || server.count("PutHostCommandComplete") == 1);
+    let first = server.times("PutHostCommandComplete")[0];
+    let window = Duration::from_secs(8);
+    wait_until(window + Duration::from_secs(5), "the end of the window", || first.elapsed() >= window);
+    let polls =
+        server.times("PollHostCommand").iter().filter(|t| **t > first && t.duration_since(first) < window).count();
+    println!("repeat: {polls} polls in {window:?} after the refusal");
+    // At most one poll per wait_between_runs (1 s), plus the immediate ones after deliveries.
+    assert!((2..=12).contains(&polls), "{polls} polls in {window:?}\n{}", sandbox.log());
+    assert_eq!(server.count("PutHostCommandAcknowledgement"), 0);
+    assert_eq!(server.count("GetDeploymentSpecification"), 0);
+    let log = sandbox.log();
+    assert!(lines_with(&log, "refused command hc-again").len() >= 2, "{log}");
+    assert_eq!(lines_with(&log, "not executed, reported Failed").len(), 1, "{log}");
+    sandbox.check_invariants("repeat");
 }

@@ -260,7 +260,11 @@ impl Daemon<'_> {
         let running = record.running(&deployment.deployment_id, &deployment.group_id, &self.boot_id);
         inflight::write(&self.inflight_path, &running).map_err(local)?;
         self.record_status(&deployment, event, Phase::InProgress, "");
-        log::info!("{event} of deployment {} ({}): starting", deployment.deployment_id, deployment.application);
+        log::info!(
+            "{event} of deployment {} ({}): starting",
+            deployment.deployment_id,
+            untrusted(&deployment.application)
+        );
         let started = std::time::Instant::now();
         let diagnostic = self.execute(&deployment, event);
         if event == LifecycleEvent::DownloadBundle && !diagnostic.is_success() && self.stop.stop_requested() {
