@@ -803,3 +803,41 @@ fn a_server_repeating_one_command_is_not_polled_in_a_tight_loop() {
     assert_eq!(lines_with(&log, "not executed, reported Failed").len(), 1, "{log}");
     sandbox.check_invariants("repeat");
 }
+
+#[test]
+fn a_completion_the_service_keeps_failing_never_stalls_the_loop() {
+    // PutHostCommandComplete of hc-1 always gets a 500; the agent keeps it,
+    // retries it with backoff, and still polls, executes (here: refuses)
+    // and reports the next command.
+    let polls = AtomicUsize::new(0);
+    let server = Server::start(move |request, stream, _| match request.what.as_str() {
+        "PollHostCommand" => match polls.fetch_add(1, Ordering::SeqCst) {
+            0 => respond_json(stream, &json!({ "HostCommand": command("hc-1", HOST, "FrobnicateBundle") })),
+            1 => respond_json(stream, &json!({ "HostCommand": command("hc-2", HOST, "FrobnicateBundle") })),
+            _ => respond_json(stream, &json!({})),
+        },
+        "PutHostCommandComplete" if String::from_utf8_lossy(&request.body).contains("\"hc-1\"") => {
+            respond(stream, "500 Internal Server Error", br#"{"__type":"InternalFailure","message":"boom"}"#)
+        }
+        "PutHostCommandComplete" => respond_json(stream, &json!({})),
+        _ => respond(stream, "404 Not Found", b""),
+    });
+    let mut sandbox = Sandbox::start("poison", &server, "");
+    wait_until(Duration::from_secs(30), "the completion of hc-2", || {
+        completions(&server).iter().any(|(id, _, _)| id == "hc-2")
+    });
+    let first = server.times("PutHostCommandComplete")[0];
+    let window = Duration::from_secs(15);
+    wait_until(window + Duration::from_secs(5), "the end of the window", || first.elapsed() >= window);
+    let tries = completions(&server).iter().filter(|(id, _, _)| id == "hc-1").count();
+    let delivered = completions(&server).iter().filter(|(id, _, _)| id == "hc-2").count();
+    println!("poison: hc-1 sent {tries} times in {window:?}; hc-2 delivered {delivered} time(s)");
+    assert_eq!(delivered, 1, "{}", sandbox.log());
+    // Three tries come at once (the passes that refuse hc-2 and deliver it),
+    // then the backoff: 1, 2, 4, 8 s ceilings. Without it: about 17.
+    assert!((2..=12).contains(&tries), "hc-1 sent {tries} times: no backoff\n{}", sandbox.log());
+    let outbox: Vec<_> = fs::read_dir(sandbox.dir.join("root/.edgedeploy/outbox")).unwrap().collect();
+    assert_eq!(outbox.len(), 1, "hc-1 is still in the outbox");
+    assert!(sandbox.log().contains("InternalFailure (HTTP 500): boom"), "{}", sandbox.log());
+    sandbox.check_invariants("poison");
+}

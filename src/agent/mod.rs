@@ -134,6 +134,15 @@ enum Pass {
     Idle,
 }
 
+/// What delivering the outbox did.
+struct Delivery {
+    /// A completion was delivered.
+    delivered: bool,
+    /// The error of a completion kept in the outbox, when the service
+    /// answered it with an error that concerns that call only.
+    held: Option<CallError>,
+}
+
 /// Why a pass stopped.
 #[derive(Debug)]
 pub enum StepError {
@@ -218,7 +227,8 @@ impl Daemon<'_> {
             self.process(record)?;
             return Ok(Pass::Worked);
         }
-        if self.deliver_outbox()? {
+        let delivery = self.deliver_outbox()?;
+        if delivery.delivered {
             return Ok(Pass::Worked);
         }
         if self.stop.stop_requested() {
@@ -227,15 +237,25 @@ impl Daemon<'_> {
         let input = PollHostCommandInput { host_identifier: self.identity.host_identifier.clone() };
         let output: PollHostCommandOutput =
             self.client.call(command::TARGET_PREFIX, command::SIGNING_NAME, "PollHostCommand", &input)?;
-        match output.host_command {
-            Some(host_command) => self.accept(host_command),
-            None => Ok(Pass::Idle),
+        let pass = match output.host_command {
+            Some(host_command) => self.accept(host_command)?,
+            None => Pass::Idle,
+        };
+        match (pass, delivery.held) {
+            // A completion still waits: the idle pass counts as failed, so
+            // it is retried with the backoff (and logged once per class).
+            (Pass::Idle, Some(e)) => Err(e.into()),
+            (pass, _) => Ok(pass),
         }
     }
 
-    /// Sends every pending completion; true when one was delivered.
-    fn deliver_outbox(&mut self) -> Result<bool, StepError> {
-        let mut delivered = false;
+    /// Sends every pending completion. A failure of the service as a whole
+    /// (no answer, throttling, refused credentials) ends the pass; an error
+    /// answer to one completion (5xx, an unreadable answer) keeps it in the
+    /// outbox and goes on with the others and the poll, so one completion
+    /// the service keeps failing never stalls the loop.
+    fn deliver_outbox(&mut self) -> Result<Delivery, StepError> {
+        let mut delivery = Delivery { delivered: false, held: None };
         for completion in self.outbox.pending().map_err(local)? {
             let input = completion.input();
             let result = self.client.call_acknowledged(
@@ -260,12 +280,16 @@ impl Daemon<'_> {
                 Err(e @ CallError::Service { status: 400..=499, .. }) => {
                     log::warn!("the service refused the completion of {what}: {e}; counted as delivered");
                 }
+                Err(e) if poll::fails_one_call(&e) => {
+                    delivery.held.get_or_insert(e);
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
             self.outbox.delivered(&completion).map_err(local)?;
-            delivered = true;
+            delivery.delivered = true;
         }
-        Ok(delivered)
+        Ok(delivery)
     }
 
     /// Logs what a restart finds in flight (the next pass acts on it).
