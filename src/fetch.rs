@@ -582,7 +582,9 @@ fn send(
             for (name, value) in &headers {
                 request = request.header(name.as_str(), value.as_str());
             }
-            request.call().map_err(|e| Failure::Retry(format!("{url} unreachable: {}", untrusted(&e.to_string()))))
+            request
+                .call()
+                .map_err(|e| Failure::Retry(format!("{} unreachable: {}", untrusted(url), untrusted(&e.to_string()))))
         }
     }
 }
@@ -616,7 +618,10 @@ fn attempt(
     let content_length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
     let etag = header("etag").map(|e| normalize_etag(&e)).unwrap_or_default();
     if etag.len() > MAX_ETAG_BYTES || etag.chars().any(char::is_control) {
-        return Err(Failure::Retry(format!("the ETag {} is not one", untrusted(&etag))));
+        return Err(Failure::Retry(format!(
+            "the ETag {} is not usable (control characters or too long)",
+            untrusted(&etag)
+        )));
     }
     let (offset, total) = match interpret(status, start.offset, header("content-range").as_deref(), content_length) {
         Answer::Body { offset, total } => (offset, total),
