@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::clock;
+use crate::logger::untrusted;
 use crate::protocol::command::ErrorBody;
 use crate::protocol::sigv4::{self, Credentials};
 
@@ -36,6 +37,58 @@ pub struct HttpOptions {
     pub ca_bundle: Option<std::path::PathBuf>,
     /// Deadline of each whole request; 60 s when unset.
     pub timeout: Option<Duration>,
+    /// Deadlines of the phases of each request, apart from `timeout`.
+    pub phases: Phases,
+}
+
+/// Deadlines of the phases of one request, each apart from the overall
+/// deadline of the request (docs/configuration.md, `http_*_timeout_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phases {
+    /// Connecting: name resolution, TCP, proxy CONNECT and TLS handshake.
+    pub connect: Duration,
+    /// From the request sent to its complete response headers: a server
+    /// that accepts and never answers is given up after this.
+    pub response: Duration,
+    /// Longest wait for the next byte of any read (headers or body), and for
+    /// any write to go through: a transfer that stops moving.
+    pub stall: Duration,
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Phases { connect: Duration::from_secs(10), response: Duration::from_secs(30), stall: Duration::from_secs(60) }
+    }
+}
+
+/// The agent's network deadlines, as configured (`Config::network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    /// Phase deadlines of every request.
+    pub phases: Phases,
+    /// Overall deadline of one command API call, its JSON answer included.
+    pub call: Duration,
+    /// Overall deadline of one bundle download request (an interrupted
+    /// download resumes with the next request).
+    pub download: Duration,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network { phases: Phases::default(), call: Duration::from_secs(60), download: Duration::from_secs(3600) }
+    }
+}
+
+impl Network {
+    /// Options of the command API's client: `proxy`, `ca_bundle`, the call deadline.
+    pub fn for_calls(&self, proxy: Option<String>, ca_bundle: Option<std::path::PathBuf>) -> HttpOptions {
+        HttpOptions { proxy, ca_bundle, timeout: Some(self.call), phases: self.phases }
+    }
+
+    /// Options of a bundle download's client (store or URL): the download deadline.
+    pub fn for_downloads(&self) -> HttpOptions {
+        HttpOptions { timeout: Some(self.download), phases: self.phases, ..HttpOptions::default() }
+    }
 }
 
 /// How a call failed, by the class a log line or a retry policy needs.
@@ -111,6 +164,11 @@ impl Client {
         &self.endpoint
     }
 
+    /// The longest wait for the next byte of a read (see [`Phases::stall`]).
+    pub fn stall_timeout(&self) -> Option<Duration> {
+        self.agent.config().timeout_per_read()
+    }
+
     /// Calls `prefix.operation` with `input`, signed for `signing_name`.
     pub fn call<I: Serialize, O: DeserializeOwned>(
         &self,
@@ -121,11 +179,50 @@ impl Client {
     ) -> Result<O, CallError> {
         let body = serde_json::to_vec(input).map_err(|e| CallError::BadResponse(format!("encoding input: {e}")))?;
         let value = self.call_raw(prefix, signing_name, operation, &body)?;
-        serde_json::from_value(value).map_err(|e| CallError::BadResponse(format!("{operation} output: {e}")))
+        serde_json::from_value(value)
+            .map_err(|e| CallError::BadResponse(format!("{operation} output: {}", untrusted(&e.to_string()))))
     }
 
     /// Calls `prefix.operation` with a JSON body; returns the output document.
     pub fn call_raw(&self, prefix: &str, signing_name: &str, operation: &str, body: &[u8]) -> Result<Value, CallError> {
+        let (status, bytes) = self.exchange(prefix, signing_name, operation, body)?;
+        let bytes = bytes.map_err(CallError::BadResponse)?;
+        if (200..300).contains(&status) {
+            return parse_output(operation, &bytes);
+        }
+        Err(classify(status, &bytes))
+    }
+
+    /// Calls `prefix.operation`, whose output is not needed, with `input`:
+    /// any 2xx answer is the service's acknowledgement. Returns `None` for
+    /// an empty or JSON body, else a note on the body (not JSON, or cut
+    /// short after the status) for the log. See docs/agent.md, "Outbox".
+    pub fn call_acknowledged<I: Serialize>(
+        &self,
+        prefix: &str,
+        signing_name: &str,
+        operation: &str,
+        input: &I,
+    ) -> Result<Option<String>, CallError> {
+        let body = serde_json::to_vec(input).map_err(|e| CallError::BadResponse(format!("encoding input: {e}")))?;
+        let (status, bytes) = self.exchange(prefix, signing_name, operation, &body)?;
+        match (status, bytes) {
+            (200..=299, Ok(bytes)) => Ok(parse_output(operation, &bytes).err().map(|e| e.to_string())),
+            (200..=299, Err(e)) => Ok(Some(e)),
+            (_, Ok(bytes)) => Err(classify(status, &bytes)),
+            (_, Err(e)) => Err(CallError::BadResponse(e)),
+        }
+    }
+
+    /// Sends one signed call; returns the status and the body (at most
+    /// [`MAX_JSON_RESPONSE`] bytes), or why the body could not be read.
+    fn exchange(
+        &self,
+        prefix: &str,
+        signing_name: &str,
+        operation: &str,
+        body: &[u8],
+    ) -> Result<(u16, Result<Vec<u8>, String>), CallError> {
         let target = format!("{prefix}.{operation}");
         let headers = vec![
             ("content-type".to_string(), "application/x-amz-json-1.1".to_string()),
@@ -138,21 +235,15 @@ impl Client {
                 request = request.header(name.as_str(), value.as_str());
             }
         }
-        let mut response = request.send(body).map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let mut response = request.send(body).map_err(|e| CallError::Unreachable(untrusted(&e.to_string())))?;
         let status = response.status().as_u16();
         let bytes = response
             .body_mut()
             .with_config()
             .limit(MAX_JSON_RESPONSE)
             .read_to_vec()
-            .map_err(|e| CallError::BadResponse(format!("reading {operation} response: {e}")))?;
-        if (200..300).contains(&status) {
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Ok(Value::Object(Default::default()));
-            }
-            return serde_json::from_slice(&bytes).map_err(|e| CallError::BadResponse(format!("{operation}: {e}")));
-        }
-        Err(classify(status, &bytes))
+            .map_err(|e| format!("reading the {operation} response: {}", untrusted(&e.to_string())));
+        Ok((status, bytes))
     }
 
     /// Signs a request: returns every header to send (host included) with
@@ -215,13 +306,24 @@ impl Client {
             }
         }
         let mut body = body;
-        let mut response =
-            request.send(ureq::SendBody::from_reader(&mut body)).map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let mut response = request
+            .send(ureq::SendBody::from_reader(&mut body))
+            .map_err(|e| CallError::Unreachable(untrusted(&e.to_string())))?;
         let status = response.status().as_u16();
         let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         let bytes = response.body_mut().with_config().limit(MAX_JSON_RESPONSE).read_to_vec().unwrap_or_default();
         if (200..300).contains(&status) { Ok(etag) } else { Err(classify(status, &bytes)) }
     }
+}
+
+/// The output document of a 2xx answer: `{}` for an empty body.
+fn parse_output(operation: &str, bytes: &[u8]) -> Result<Value, CallError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        CallError::BadResponse(format!("{operation}: the answer is not JSON: {}", untrusted(&e.to_string())))
+    })
 }
 
 /// Redirects a plain download follows (a mirror or CDN may redirect).
@@ -238,12 +340,16 @@ pub fn web_agent(url: &str, options: &HttpOptions) -> Result<ureq::Agent, String
     build_agent(options, https, WEB_REDIRECTS)
 }
 
-/// One ureq agent: statuses as answers (not errors), the deadline, the
-/// proxy, TLS with the CA bundle when `https`.
+/// One ureq agent: statuses as answers (not errors), the overall and phase
+/// deadlines, the proxy, TLS with the CA bundle when `https`.
 fn build_agent(options: &HttpOptions, https: bool, max_redirects: u32) -> Result<ureq::Agent, String> {
     let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(options.timeout.unwrap_or(Duration::from_secs(60))))
+        .timeout_connect(Some(options.phases.connect))
+        .timeout_recv_response(Some(options.phases.response))
+        .timeout_per_read(Some(options.phases.stall))
+        .timeout_per_write(Some(options.phases.stall))
         .max_redirects(max_redirects);
     if let Some(proxy) = &options.proxy {
         let proxy = ureq::Proxy::new(proxy).map_err(|e| format!("proxy_uri {proxy:?}: {e}"))?;
@@ -256,7 +362,8 @@ fn build_agent(options: &HttpOptions, https: bool, max_redirects: u32) -> Result
 }
 
 /// Maps an error answer to its class. JSON bodies carry `__type`; S3's XML
-/// bodies carry `<Code>`.
+/// bodies carry `<Code>`. The exception name and message come from the
+/// server: they are [`untrusted`] (escaped and capped) here, once.
 pub fn classify(status: u16, body: &[u8]) -> CallError {
     let (type_, message) = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => (e.exception().to_string(), e.message),
@@ -266,6 +373,7 @@ pub fn classify(status: u16, body: &[u8]) -> CallError {
             (code, xml_field(&text, "Message").unwrap_or_else(|| text.chars().take(200).collect()))
         }
     };
+    let (type_, message) = (untrusted(&type_), untrusted(&message));
     const REFUSALS: &[&str] = &[
         "UnrecognizedClientException",
         "InvalidSignatureException",
@@ -384,5 +492,23 @@ mod tests {
         ));
         let s3 = classify(404, b"<Error><Code>NoSuchKey</Code><Message>gone</Message></Error>");
         assert_eq!(s3, CallError::Service { status: 404, type_: "NoSuchKey".into(), message: "gone".into() });
+    }
+
+    #[test]
+    fn server_strings_in_errors_are_escaped_and_capped() {
+        let forged = format!(r#"{{"__type":"Bad\nException","message":"x\ninfo: forged{}"}}"#, "y".repeat(100_000));
+        let CallError::Service { type_, message, .. } = classify(400, forged.as_bytes()) else { panic!("class") };
+        assert_eq!(type_, "Bad\\nException");
+        assert!(message.starts_with("x\\ninfo: forged") && message.len() < 400, "{message}");
+        let text = classify(500, b"plain\r\n\x1b[31mtext").to_string();
+        assert!(!text.contains('\n') && !text.contains('\r') && !text.contains('\x1b'), "{text:?}");
+    }
+
+    #[test]
+    fn a_2xx_output_is_json_or_empty() {
+        assert_eq!(parse_output("Op", b" \n").unwrap(), Value::Object(Default::default()));
+        assert_eq!(parse_output("Op", br#"{"a":1}"#).unwrap()["a"], 1);
+        let e = parse_output("Op", b"<html>\n</html>").unwrap_err().to_string();
+        assert!(e.contains("Op: the answer is not JSON") && !e.contains('\n'), "{e}");
     }
 }

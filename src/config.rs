@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
+use crate::client::Network;
 use crate::hooks::Supervision;
 use crate::unpack::Policy;
 
@@ -58,6 +59,8 @@ pub struct Config {
     pub unpack: Policy,
     /// Hook supervision settings.
     pub hooks: Supervision,
+    /// Deadlines of the daemon's requests (`http_*_timeout_seconds`, `download_timeout_seconds`).
+    pub network: Network,
 }
 
 impl Default for Config {
@@ -80,6 +83,7 @@ impl Default for Config {
             max_install_bytes: DEFAULT_MAX_BUNDLE_BYTES,
             unpack: Policy::default(),
             hooks: Supervision::default(),
+            network: Network::default(),
         }
     }
 }
@@ -187,9 +191,23 @@ impl Config {
             "hook_kill_grace_seconds" => self.hooks.kill_grace = Duration::from_secs(at_least(key, v, 0)?),
             "hook_output_grace_seconds" => self.hooks.output_grace = Duration::from_secs(at_least(key, v, 0)?),
             "script_log_max_bytes" => self.hooks.max_log_bytes = at_least(key, v, 4096)?,
+            "http_connect_timeout_seconds" => self.network.phases.connect = seconds(key, v)?,
+            "http_response_timeout_seconds" => self.network.phases.response = seconds(key, v)?,
+            "http_stall_timeout_seconds" => self.network.phases.stall = seconds(key, v)?,
+            "http_call_timeout_seconds" => self.network.call = seconds(key, v)?,
+            "download_timeout_seconds" => self.network.download = seconds(key, v)?,
             _ => return Ok(false),
         }
         Ok(true)
+    }
+}
+
+/// A deadline: whole seconds, from 1 to a week.
+fn seconds(key: &str, v: &Value) -> Result<Duration, ConfigError> {
+    const WEEK: u64 = 7 * 86400;
+    match at_least(key, v, 1)? {
+        n if n <= WEEK => Ok(Duration::from_secs(n)),
+        _ => Err(invalid(key, v, &format!("a whole number of seconds from 1 to {WEEK}"))),
     }
 }
 
@@ -284,6 +302,26 @@ mod tests {
         assert_eq!(config.unpack.max_ratio, 0);
         assert!(config.unpack.allow_external_symlinks);
         assert!(!config.unpack.allow_setuid);
+    }
+
+    #[test]
+    fn network_deadlines_have_defaults_and_refuse_zero() {
+        let network = Config::default().network;
+        assert_eq!(network.phases.connect, Duration::from_secs(10));
+        assert_eq!(network.phases.response, Duration::from_secs(30));
+        assert_eq!(network.phases.stall, Duration::from_secs(60));
+        assert_eq!((network.call, network.download), (Duration::from_secs(60), Duration::from_secs(3600)));
+        let text = "http_connect_timeout_seconds: 2\nhttp_response_timeout_seconds: 3\n\
+                    http_stall_timeout_seconds: 4\nhttp_call_timeout_seconds: 5\ndownload_timeout_seconds: 6\n";
+        let network = Config::parse(text).unwrap().config.network;
+        let secs = |d: Duration| d.as_secs();
+        assert_eq!(
+            [network.phases.connect, network.phases.response, network.phases.stall, network.call, network.download]
+                .map(secs),
+            [2, 3, 4, 5, 6]
+        );
+        let e = Config::parse("http_stall_timeout_seconds: 0\n").unwrap_err();
+        assert!(e.message.starts_with("http_stall_timeout_seconds: 0"), "{e}");
     }
 
     #[test]

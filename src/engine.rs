@@ -60,9 +60,6 @@ pub enum Revision {
     },
 }
 
-/// Deadline of one request of a URL download (an interrupted one resumes).
-const URL_DOWNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
-
 /// One deployment to this device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deployment {
@@ -193,7 +190,7 @@ impl<'a> Engine<'a> {
                 let options = HttpOptions {
                     proxy: self.config.proxy_uri.clone(),
                     ca_bundle: self.config.ca_bundle.clone(),
-                    timeout: Some(URL_DOWNLOAD_TIMEOUT),
+                    ..self.config.network.for_downloads()
                 };
                 let web = client::web_agent(&object.path(), &options)?;
                 self.fetch(fetch::Transport { store: None, web: Some(&web) }, object, dir)?;

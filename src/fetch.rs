@@ -22,9 +22,14 @@
 //! 5. The part is synced, `download.json` marked complete, the part renamed
 //!    to `bundle.tar` and the directory synced.
 //!
-//! A dropped connection or a short body is retried within the call,
-//! resuming, as long as each attempt makes progress (at most
-//! [`MAX_STALLED_ATTEMPTS`] attempts in a row without a byte).
+//! Every request has the phase deadlines of its client (connect, response
+//! headers, no byte for `stall`); on top of them a transfer slower than
+//! [`MIN_PROGRESS`] bytes per stall period is cut ([`SlowTransfer`]). A
+//! dropped, stalled or short transfer is retried within the call, resuming:
+//! after 1 s when the attempt made net progress (the part grew past its
+//! longest length so far by at least [`MIN_PROGRESS`]), else after 2, 4, 8,
+//! 16 s; after [`MAX_STALLED_ATTEMPTS`] attempts in a row without net
+//! progress the download fails.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -37,6 +42,7 @@ use sha2::{Digest, Sha256};
 
 use crate::client::{self, CallError, Client};
 use crate::journal;
+use crate::logger::untrusted;
 use crate::protocol::sigv4;
 
 /// The downloaded bundle in a deployment directory.
@@ -49,8 +55,15 @@ pub const PROGRESS_FILE: &str = "download.json";
 const BUFFER_BYTES: usize = 64 * 1024;
 /// Bytes between two durable progress records.
 const DURABLE_EVERY: u64 = 4 << 20;
-/// Attempts in a row that may fail without receiving a byte.
+/// Attempts in a row that may fail without net progress.
 pub const MAX_STALLED_ATTEMPTS: u32 = 4;
+/// Least growth of the part that counts as net progress, and least number
+/// of bytes per stall period a transfer must bring.
+pub const MIN_PROGRESS: u64 = 64 * 1024;
+/// Stall period when the transport has none configured.
+const DEFAULT_STALL: Duration = Duration::from_secs(60);
+/// Longest ETag accepted (S3's are 34 to 70 bytes).
+const MAX_ETAG_BYTES: usize = 1024;
 /// Largest error body read.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 
@@ -95,6 +108,12 @@ impl Object {
             Location::Url(url) => url.clone(),
         }
     }
+
+    /// [`Object::path`] for a log line: it comes from the server, so it is
+    /// escaped and capped ([`untrusted`]).
+    pub fn shown(&self) -> String {
+        untrusted(&self.path())
+    }
 }
 
 /// What the requests of a download go through.
@@ -104,6 +123,15 @@ pub struct Transport<'a> {
     pub store: Option<&'a Client>,
     /// A plain HTTP agent (proxy, CA bundle, no signing), for [`Location::Url`].
     pub web: Option<&'a ureq::Agent>,
+}
+
+impl Transport<'_> {
+    /// The stall deadline of the client in use.
+    fn stall(&self) -> Duration {
+        let store = self.store.and_then(Client::stall_timeout);
+        let web = self.web.and_then(|w| w.config().timeout_per_read());
+        store.or(web).unwrap_or(DEFAULT_STALL)
+    }
 }
 
 /// Download settings.
@@ -353,26 +381,87 @@ pub fn download(
     if let Some(report) = reuse(&files, object)? {
         return Ok(report);
     }
-    let mut run = Run { resumed_at: None, fetched: 0, sha_retry_used: false };
+    let longest = fs::metadata(&files.part).map(|m| m.len()).unwrap_or(0);
+    let mut run = Run { resumed_at: None, fetched: 0, sha_retry_used: false, longest, stall: transport.stall() };
     let mut stalled = 0u32;
     loop {
         if crate::sys::stop_requested() {
             return Err(FetchError::Stopped);
         }
-        let fetched_before = run.fetched;
+        let longest_before = run.longest;
         match attempt(transport, object, &files, options, &mut run) {
             Ok(report) => return Ok(report),
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Retry(reason)) => {
-                stalled = if run.fetched > fetched_before { 0 } else { stalled + 1 };
-                if stalled > MAX_STALLED_ATTEMPTS {
-                    return Err(FetchError::Incomplete(reason));
+                let progressed = run.longest >= longest_before.saturating_add(MIN_PROGRESS);
+                stalled = if progressed { 0 } else { stalled + 1 };
+                let Some(delay) = retry_delay(stalled) else {
+                    return Err(FetchError::Incomplete(format!(
+                        "{reason} ({} attempts in a row without progress)",
+                        stalled
+                    )));
+                };
+                log::warn!("downloading {}: {reason}; resuming in {}s", object.shown(), delay.as_secs());
+                if sleep_unless_stopped(delay) {
+                    return Err(FetchError::Stopped);
                 }
-                let delay = Duration::from_secs(1 << stalled.min(4));
-                log::warn!("downloading {}: {reason}; resuming in {}s", object.path(), delay.as_secs());
-                std::thread::sleep(delay);
             }
         }
+    }
+}
+
+/// The wait before the next attempt after `stalled` attempts in a row
+/// without net progress (0: the last one progressed); `None`: give up.
+pub fn retry_delay(stalled: u32) -> Option<Duration> {
+    (stalled <= MAX_STALLED_ATTEMPTS).then(|| Duration::from_secs(1 << stalled.min(4)))
+}
+
+/// Sleeps `delay` in short slices; true when a stop was requested.
+fn sleep_unless_stopped(delay: Duration) -> bool {
+    let deadline = std::time::Instant::now() + delay;
+    loop {
+        if crate::sys::stop_requested() {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
+/// Cuts a transfer that brings fewer than [`MIN_PROGRESS`] bytes in a
+/// `period` (a drip defeats the per-read deadline: every read gets a byte).
+#[derive(Debug, Clone)]
+pub struct SlowTransfer {
+    period: Duration,
+    since: std::time::Instant,
+    bytes: u64,
+}
+
+impl SlowTransfer {
+    /// Starts watching at `now`.
+    pub fn new(period: Duration, now: std::time::Instant) -> SlowTransfer {
+        SlowTransfer { period, since: now, bytes: 0 }
+    }
+
+    /// Counts `n` bytes received at `now`; `Err` with the reason when the
+    /// period ended with too few bytes.
+    pub fn received(&mut self, n: u64, now: std::time::Instant) -> Result<(), String> {
+        self.bytes += n;
+        if now.duration_since(self.since) < self.period {
+            return Ok(());
+        }
+        if self.bytes < MIN_PROGRESS {
+            return Err(format!(
+                "the transfer is too slow: {} bytes in {:.0?} (at least {MIN_PROGRESS} needed)",
+                self.bytes,
+                now.duration_since(self.since)
+            ));
+        }
+        *self = SlowTransfer::new(self.period, now);
+        Ok(())
     }
 }
 
@@ -422,6 +511,10 @@ struct Run {
     resumed_at: Option<u64>,
     fetched: u64,
     sha_retry_used: bool,
+    /// Longest length the part reached in this call (net progress).
+    longest: u64,
+    /// The transport's stall deadline: the period of [`SlowTransfer`].
+    stall: Duration,
 }
 
 enum Failure {
@@ -460,7 +553,7 @@ fn reuse(files: &Files, object: &Object) -> Result<Option<Report>, FetchError> {
     if len(&files.bundle) != Some(p.bytes) {
         return Ok(None);
     }
-    log::info!("downloading {}: reusing the complete download of {} bytes", object.path(), p.bytes);
+    log::info!("downloading {}: reusing the complete download of {} bytes", object.shown(), p.bytes);
     Ok(Some(Report { bytes: p.bytes, resumed_at: p.bytes, fetched: 0, etag: p.etag, reused: true }))
 }
 
@@ -477,7 +570,9 @@ fn send(
             })?;
             let empty = sigv4::sha256_hex(b"");
             let request = client.s3_request("GET", &object.path(), headers, &empty);
-            request.call().map_err(|e| Failure::Retry(format!("bundle store unreachable: {e}")))
+            request
+                .call()
+                .map_err(|e| Failure::Retry(format!("bundle store unreachable: {}", untrusted(&e.to_string()))))
         }
         Location::Url(url) => {
             let agent = transport
@@ -487,7 +582,9 @@ fn send(
             for (name, value) in &headers {
                 request = request.header(name.as_str(), value.as_str());
             }
-            request.call().map_err(|e| Failure::Retry(format!("{url} unreachable: {e}")))
+            request
+                .call()
+                .map_err(|e| Failure::Retry(format!("{} unreachable: {}", untrusted(url), untrusted(&e.to_string()))))
         }
     }
 }
@@ -520,6 +617,12 @@ fn attempt(
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let content_length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
     let etag = header("etag").map(|e| normalize_etag(&e)).unwrap_or_default();
+    if etag.len() > MAX_ETAG_BYTES || etag.chars().any(char::is_control) {
+        return Err(Failure::Retry(format!(
+            "the ETag {} is not usable (control characters or too long)",
+            untrusted(&etag)
+        )));
+    }
     let (offset, total) = match interpret(status, start.offset, header("content-range").as_deref(), content_length) {
         Answer::Body { offset, total } => (offset, total),
         Answer::StartOver => {
@@ -565,11 +668,11 @@ fn attempt(
     };
     record(&part, offset)?;
     match (offset, total) {
-        (0, Some(t)) => log::info!("downloading {}: {t} bytes", object.path()),
-        (0, None) => log::info!("downloading {}: size unknown", object.path()),
+        (0, Some(t)) => log::info!("downloading {}: {t} bytes", object.shown()),
+        (0, None) => log::info!("downloading {}: size unknown", object.shown()),
         (n, t) => log::info!(
             "downloading {}: resumed at {n} bytes of {}",
-            object.path(),
+            object.shown(),
             t.map(|t| t.to_string()).unwrap_or_else(|| "?".into())
         ),
     }
@@ -577,6 +680,7 @@ fn attempt(
     let mut reader = response.into_body().into_reader();
     let mut position = offset;
     let mut durable = offset;
+    let mut pace = SlowTransfer::new(run.stall, std::time::Instant::now());
     loop {
         if crate::sys::stop_requested() {
             record(&part, position)?;
@@ -588,7 +692,10 @@ fn attempt(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 record(&part, position)?;
-                return Err(Failure::Retry(format!("connection lost at byte {position}: {e}")));
+                return Err(Failure::Retry(format!(
+                    "connection lost at byte {position}: {}",
+                    untrusted(&e.to_string())
+                )));
             }
         };
         part.write_all(&buffer[..n]).map_err(io_err(&files.part, "writing"))?;
@@ -601,6 +708,16 @@ fn attempt(
             drop(part);
             files.discard()?;
             return Err(FetchError::TooLarge { size: position, limit: options.max_bytes }.into());
+        }
+        if let Some(total) = total.filter(|t| position > *t) {
+            drop(part);
+            files.discard()?;
+            return Err(Failure::Retry(format!("the body is longer than the {total} bytes announced; starting over")));
+        }
+        run.longest = run.longest.max(position);
+        if let Err(reason) = pace.received(n as u64, std::time::Instant::now()) {
+            record(&part, position)?;
+            return Err(Failure::Retry(format!("{reason} at byte {position}")));
         }
         if position - durable >= DURABLE_EVERY {
             record(&part, position)?;
@@ -634,7 +751,7 @@ fn attempt(
     let resumed_at = run.resumed_at.unwrap_or(0);
     log::info!(
         "downloaded {}: {position} bytes, {} fetched by this agent run, which started at byte {resumed_at}",
-        object.path(),
+        object.shown(),
         run.fetched
     );
     Ok(Report { bytes: position, resumed_at, fetched: run.fetched, etag, reused: false })
@@ -729,6 +846,29 @@ mod tests {
         assert_eq!(interpret(416, 10, None, None), Answer::StartOver);
         assert_eq!(interpret(404, 0, None, None), Answer::Error);
         assert_eq!(interpret(503, 0, None, None), Answer::Error);
+    }
+
+    #[test]
+    fn no_net_progress_backs_off_exponentially_then_gives_up() {
+        let delays: Vec<_> = (0..=MAX_STALLED_ATTEMPTS).map(|n| retry_delay(n).unwrap().as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16]);
+        assert_eq!(retry_delay(MAX_STALLED_ATTEMPTS + 1), None);
+    }
+
+    #[test]
+    fn a_drip_is_cut_a_steady_transfer_is_not() {
+        let t0 = std::time::Instant::now();
+        let second = Duration::from_secs(1);
+        let mut drip = SlowTransfer::new(Duration::from_secs(60), t0);
+        for s in 1..60 {
+            assert!(drip.received(1, t0 + second * s).is_ok());
+        }
+        let e = drip.received(1, t0 + second * 60).unwrap_err();
+        assert!(e.contains("60 bytes in 60"), "{e}");
+        let mut steady = SlowTransfer::new(Duration::from_secs(60), t0);
+        for s in 1..=600 {
+            assert!(steady.received(MIN_PROGRESS / 30, t0 + second * s).is_ok(), "second {s}");
+        }
     }
 
     #[test]

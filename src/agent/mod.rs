@@ -28,17 +28,13 @@ use std::time::Duration;
 
 use crate::client::{CallError, Client, Endpoint, HttpOptions};
 use crate::config::Config;
+use crate::logger;
 use crate::protocol::command::{self, PollHostCommandInput, PollHostCommandOutput};
 use crate::state::Root;
 
 use credentials::Identity;
 use outbox::Outbox;
 use poll::{Backoff, FailureClass, FailureLog, Prng, StopWatch};
-
-/// Deadline of one command API call.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Deadline of one bundle download request (an interrupted one resumes).
-const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Runs the daemon until SIGTERM or SIGINT. Errors are startup errors
 /// (configuration, root, lock); once running, failures are retried.
@@ -50,15 +46,15 @@ pub fn run(config: &Config) -> Result<(), String> {
         .map(|u| u.trim_end_matches('/').to_string())
         .ok_or("deploy_control_endpoint is not set: the daemon needs the URL of the command API")?;
     let store_url = config.s3_endpoint_override.as_deref().map(|u| u.trim_end_matches('/').to_string());
-    let http = |timeout| HttpOptions { proxy: config.proxy_uri.clone(), ca_bundle: config.ca_bundle.clone(), timeout };
+    let calls = config.network.for_calls(config.proxy_uri.clone(), config.ca_bundle.clone());
+    let downloads = HttpOptions { timeout: Some(config.network.download), ..calls.clone() };
     let endpoint = |url: &str| Endpoint {
         url: url.to_string(),
         region: identity.region.clone(),
         credentials: identity.credentials.clone(),
     };
-    let client = Client::new(endpoint(&control), &http(Some(CALL_TIMEOUT)))
-        .map_err(|e| format!("deploy_control_endpoint: {e}"))?;
-    let store = Client::new(endpoint(store_url.as_deref().unwrap_or(&control)), &http(Some(DOWNLOAD_TIMEOUT)))
+    let client = Client::new(endpoint(&control), &calls).map_err(|e| format!("deploy_control_endpoint: {e}"))?;
+    let store = Client::new(endpoint(store_url.as_deref().unwrap_or(&control)), &downloads)
         .map_err(|e| format!("s3_endpoint_override: {e}"))?;
 
     let root = Root::new(&config.root_dir);
@@ -136,6 +132,15 @@ enum Pass {
     Worked,
     /// Nothing to do: wait `wait_between_runs`.
     Idle,
+}
+
+/// What delivering the outbox did.
+struct Delivery {
+    /// A completion was delivered.
+    delivered: bool,
+    /// The error of a completion kept in the outbox, when the service
+    /// answered it with an error that concerns that call only.
+    held: Option<CallError>,
 }
 
 /// Why a pass stopped.
@@ -222,7 +227,8 @@ impl Daemon<'_> {
             self.process(record)?;
             return Ok(Pass::Worked);
         }
-        if self.deliver_outbox()? {
+        let delivery = self.deliver_outbox()?;
+        if delivery.delivered {
             return Ok(Pass::Worked);
         }
         if self.stop.stop_requested() {
@@ -231,39 +237,59 @@ impl Daemon<'_> {
         let input = PollHostCommandInput { host_identifier: self.identity.host_identifier.clone() };
         let output: PollHostCommandOutput =
             self.client.call(command::TARGET_PREFIX, command::SIGNING_NAME, "PollHostCommand", &input)?;
-        match output.host_command {
-            Some(host_command) => {
-                self.accept(host_command)?;
-                Ok(Pass::Worked)
-            }
-            None => Ok(Pass::Idle),
+        let pass = match output.host_command {
+            Some(host_command) => self.accept(host_command)?,
+            None => Pass::Idle,
+        };
+        match (pass, delivery.held) {
+            // A completion still waits: the idle pass counts as failed, so
+            // it is retried with the backoff (and logged once per class).
+            (Pass::Idle, Some(e)) => Err(e.into()),
+            (pass, _) => Ok(pass),
         }
     }
 
-    /// Sends every pending completion; true when one was delivered.
-    fn deliver_outbox(&mut self) -> Result<bool, StepError> {
-        let mut delivered = false;
+    /// Sends every pending completion. A failure of the service as a whole
+    /// (no answer, throttling, refused credentials) ends the pass; an error
+    /// answer to one completion (5xx, an unreadable answer) keeps it in the
+    /// outbox and goes on with the others and the poll, so one completion
+    /// the service keeps failing never stalls the loop.
+    fn deliver_outbox(&mut self) -> Result<Delivery, StepError> {
+        let mut delivery = Delivery { delivered: false, held: None };
         for completion in self.outbox.pending().map_err(local)? {
             let input = completion.input();
-            let result: Result<serde_json::Value, CallError> =
-                self.client.call(command::TARGET_PREFIX, command::SIGNING_NAME, "PutHostCommandComplete", &input);
+            let result = self.client.call_acknowledged(
+                command::TARGET_PREFIX,
+                command::SIGNING_NAME,
+                "PutHostCommandComplete",
+                &input,
+            );
             let what = format!(
                 "{} of {} (command {})",
                 completion.command_name,
                 completion.deployment_id.as_deref().unwrap_or("a deployment"),
-                completion.host_command_identifier
+                logger::untrusted(&completion.host_command_identifier)
             );
             match result {
-                Ok(_) => log::info!("reported {what}: {:?}", completion.command_status),
+                Ok(None) => log::info!("reported {what}: {:?}", completion.command_status),
+                Ok(Some(note)) => log::warn!(
+                    "reported {what}: {:?}; the service answered 2xx without a JSON body ({note}): counted as \
+                     delivered",
+                    completion.command_status
+                ),
                 Err(e @ CallError::Service { status: 400..=499, .. }) => {
                     log::warn!("the service refused the completion of {what}: {e}; counted as delivered");
+                }
+                Err(e) if poll::fails_one_call(&e) => {
+                    delivery.held.get_or_insert(e);
+                    continue;
                 }
                 Err(e) => return Err(e.into()),
             }
             self.outbox.delivered(&completion).map_err(local)?;
-            delivered = true;
+            delivery.delivered = true;
         }
-        Ok(delivered)
+        Ok(delivery)
     }
 
     /// Logs what a restart finds in flight (the next pass acts on it).

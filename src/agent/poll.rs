@@ -140,6 +140,13 @@ impl FailureClass {
     }
 }
 
+/// True for an error answer that concerns one call (a 5xx, an answer that
+/// cannot be read), not the service as a whole (no answer, throttling,
+/// refused credentials): the loop goes on with its other work.
+pub fn fails_one_call(e: &CallError) -> bool {
+    matches!(e, CallError::Service { status: 500.., .. } | CallError::BadResponse(_))
+}
+
 /// Decides which failures get a log line: the first of each run of one
 /// class, so a long outage is one line, not one per attempt.
 #[derive(Debug, Clone, Default)]
@@ -254,6 +261,17 @@ mod tests {
         assert_eq!(log.succeeded(), Some(5));
         assert_eq!(log.succeeded(), None);
         assert!(log.failed(FailureClass::CredentialsRefused));
+    }
+
+    #[test]
+    fn only_error_answers_concern_one_call() {
+        let service = |status| CallError::Service { status, type_: "X".into(), message: String::new() };
+        assert!(fails_one_call(&service(500)) && fails_one_call(&service(503)));
+        assert!(fails_one_call(&CallError::BadResponse("cut".into())));
+        assert!(!fails_one_call(&CallError::Unreachable("timeout".into())));
+        assert!(!fails_one_call(&CallError::Throttled("slow".into())));
+        assert!(!fails_one_call(&CallError::Refused { type_: "AccessDenied".into(), message: String::new() }));
+        assert!(!fails_one_call(&service(400)));
     }
 
     #[test]

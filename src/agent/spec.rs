@@ -13,6 +13,7 @@ use crate::engine::{Deployment, Revision};
 use crate::fetch;
 use crate::journal;
 use crate::local;
+use crate::logger::untrusted;
 use crate::protocol::command::{FORMAT_PKCS7_JSON, FORMAT_TEXT_JSON, GetDeploymentSpecificationOutput};
 use crate::protocol::spec::{DeploymentSpec, S3Revision};
 use crate::state;
@@ -34,12 +35,17 @@ pub fn decode(output: GetDeploymentSpecificationOutput) -> Result<(DeploymentSpe
                         supported by this build"
                 .into());
         }
-        other => return Err(format!("deployment specification format {other:?} is not supported")),
+        other => {
+            return Err(format!(
+                "unknown envelope: deployment specification format \"{}\" is not supported",
+                untrusted(other)
+            ));
+        }
     }
     let spec: DeploymentSpec = serde_json::from_str(&envelope.payload)
-        .map_err(|e| format!("the deployment specification does not parse: {e}"))?;
-    state::check_folder_name("DeploymentId", &spec.deployment_id)?;
-    state::check_folder_name("DeploymentGroupId", &spec.deployment_group_id)?;
+        .map_err(|e| format!("the deployment specification does not parse: {}", untrusted(&e.to_string())))?;
+    state::check_folder_name("DeploymentId", &spec.deployment_id).map_err(|e| untrusted(&e))?;
+    state::check_folder_name("DeploymentGroupId", &spec.deployment_group_id).map_err(|e| untrusted(&e))?;
     Ok((spec, envelope.payload))
 }
 
@@ -96,7 +102,10 @@ fn revision(spec: &DeploymentSpec) -> Result<Revision, String> {
             };
             Ok(Revision::Url { object, bundle_type })
         }
-        other => Err(format!("RevisionType {other:?} is not supported by this agent (S3, GitHub and URL are)")),
+        other => Err(format!(
+            "RevisionType \"{}\" is not supported by this agent (S3, GitHub and URL are)",
+            untrusted(other)
+        )),
     }
 }
 
