@@ -105,9 +105,43 @@ pub fn parent_of(path: &Path) -> &Path {
     }
 }
 
-/// Wraps an I/O error with what was being done and to which path.
+/// Wraps an I/O error with what was being done and to which path. The
+/// result keeps the error's kind and the error itself as its `source()`
+/// (with its OS code), so a full disk is still ENOSPC after the wrapping.
 pub fn with_path(err: io::Error, doing: &str, path: &Path) -> io::Error {
-    io::Error::new(err.kind(), format!("{doing} {}: {err}", path.display()))
+    io::Error::new(err.kind(), PathError { doing: doing.to_string(), path: path.to_path_buf(), source: err })
+}
+
+/// An I/O error on a path: what was being done, where, and the cause.
+#[derive(Debug)]
+pub struct PathError {
+    doing: String,
+    path: PathBuf,
+    source: io::Error,
+}
+
+impl PathError {
+    /// The path the operation was on.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying error.
+    pub fn io_error(&self) -> &io::Error {
+        &self.source
+    }
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.doing, self.path.display(), self.source)
+    }
+}
+
+impl std::error::Error for PathError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }
 
 #[cfg(test)]
@@ -138,6 +172,18 @@ mod tests {
         assert_eq!(fs::read(&victim).unwrap(), b"keep");
         assert_eq!(fs::read(&path).unwrap(), b"new");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn with_path_keeps_the_cause() {
+        let enospc = io::Error::from_raw_os_error(libc::ENOSPC);
+        let wrapped = with_path(enospc, "writing", Path::new("/data/x"));
+        assert_eq!(wrapped.kind(), io::ErrorKind::StorageFull);
+        assert!(wrapped.to_string().starts_with("writing /data/x: No space left on device"), "{wrapped}");
+        let inner = wrapped.get_ref().and_then(|e| e.downcast_ref::<PathError>()).expect("a PathError inside");
+        assert_eq!(inner.io_error().raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(inner.path(), Path::new("/data/x"));
+        assert!(std::error::Error::source(inner).is_some());
     }
 
     #[test]
