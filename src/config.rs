@@ -131,9 +131,10 @@ impl Config {
         Self::parse(&text).map_err(|e| err(e.message))
     }
 
-    /// Validates configuration text.
+    /// Validates configuration text. The YAML is read within the AppSpec's
+    /// bounds (nesting, aliases, duplicate keys refused at their line).
     pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
-        let value: Value = serde_yaml::from_str(text).map_err(|e| ConfigError { message: e.to_string() })?;
+        let value = crate::appspec::yaml::parse(text).map_err(|e| ConfigError { message: e.to_string() })?;
         let mapping = match value {
             Value::Mapping(m) => m,
             Value::Null => Default::default(),
@@ -288,6 +289,21 @@ mod tests {
         assert_eq!(Config::parse("max_bundle_bytes: 0\n").unwrap().config.max_bundle_bytes, 0);
         assert_eq!(Config::parse(":max_bundle_bytes: \"4096\"\n").unwrap().config.max_bundle_bytes, 4096);
         assert!(Config::parse("max_bundle_bytes: -1\n").is_err());
+    }
+
+    #[test]
+    fn yaml_errors_name_the_line_duplicates_included() {
+        let err = Config::parse("root_dir: /a\nmax_revisions: 2\nroot_dir: /b\n").unwrap_err();
+        assert_eq!(err.message, "invalid YAML at line 3, column 1: duplicate key \"root_dir\"");
+        let err = Config::parse("root_dir: [/a\nlog_dir: /b\n").unwrap_err();
+        assert!(err.message.starts_with("invalid YAML at line 2, column "), "{}", err.message);
+        let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
+                    c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n\
+                    e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n";
+        let err = Config::parse(bomb).unwrap_err();
+        assert!(err.message.starts_with("invalid YAML at line "), "{}", err.message);
+        let deep = format!("root_dir: {}{}\n", "[".repeat(40), "]".repeat(40));
+        assert!(Config::parse(&deep).unwrap_err().message.contains("nested more than 32 levels"));
     }
 
     #[test]

@@ -777,3 +777,116 @@ fn load_refuses_non_utf8() {
     dir.write("appspec.yml", b"version: 0.0\nos: linux\n# \xff\xfe\n");
     assert_has(&load_error(&dir.0, "appspec.yml"), "is not UTF-8 text");
 }
+
+// ---------------------------------------------------------------- hostile YAML (issue 9, point 5)
+
+#[test]
+fn duplicate_keys_are_refused_at_the_line_of_the_second_key() {
+    let message = refuse("hooks:\n  AfterInstall:\n    - location: a.sh\n  BeforeInstall: []\n  AfterInstall: []\n");
+    assert_starts(&message, "invalid YAML at line 7, column 3: hooks: duplicate key \"AfterInstall\"");
+    let message = refuse("files:\n  - source: /\n    destination: /srv\n    source: /b\n");
+    assert_starts(&message, "invalid YAML at line 6, column 5: files[0]: duplicate key \"source\"");
+    let message = refuse_text("version: 0.0\nos: linux\nversion: 0.0\n");
+    assert_starts(&message, "invalid YAML at line 3, column 1: duplicate key \"version\"");
+}
+
+/// A YAML case built by name, parsed in a child process (see
+/// `hostile_yaml_child`), which reports its peak memory and time.
+fn hostile_yaml(case: &str) -> String {
+    let size = MAX_APPSPEC_SIZE as usize - HEAD.len() - 16;
+    let body = match case {
+        // Deep flow nesting: quadratic time in libyaml without the pre-scan.
+        "deep_flow" => format!("x: {}{}", "[".repeat(size / 2), "]".repeat(size / 2)),
+        // Deep block nesting, as deep as the size cap allows.
+        "deep_block" => {
+            let mut text = "x:\n".to_string();
+            let mut indent = 1;
+            while text.len() + indent * 2 + 3 < size {
+                text.push_str(&format!("{}- \n", " ".repeat(indent)));
+                indent += 1;
+            }
+            text
+        }
+        // "Billion laughs": ten uses of the level below, nine levels.
+        "alias_bomb" => {
+            let mut text = "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n".to_string();
+            for i in 1..10 {
+                text.push_str(&format!("l{i}: &l{i} [{}]\n", vec![format!("*l{}", i - 1); 10].join(", ")));
+            }
+            text
+        }
+        // One big anchored list used many times: few jumps, many values.
+        "alias_wide" => {
+            let mut text = format!("a: &a [{}]\nb: [", "x, ".repeat(40_000));
+            text.push_str(&"*a, ".repeat(1000));
+            text.push_str("]\n");
+            text
+        }
+        // As many values as the size cap allows, no aliases.
+        "many_values" => format!("x: [{}]\n", "1,".repeat(size / 2 - 4)),
+        // Keys without values in a flow map: two events per ','.
+        "implicit_nulls" => format!("x: {{{}}}\n", "a,".repeat(size / 2 - 4)),
+        // Just under the pre-scan's bound: the most events it lets through.
+        "most_events" => format!("x: {{{}}}\n", "a,".repeat(49_990)),
+        "baseline" => String::new(),
+        other => panic!("unknown case {other}"),
+    };
+    format!("{HEAD}{body}")
+}
+
+/// Run only by `hostile_yaml_is_refused_in_bounded_time_and_memory`, in a
+/// child process of its own so that its peak memory can be read.
+#[test]
+#[ignore = "run as a child process by hostile_yaml_is_refused_in_bounded_time_and_memory"]
+fn hostile_yaml_child() {
+    let Ok(case) = std::env::var("APPSPEC_HOSTILE_CASE") else { return };
+    let text = hostile_yaml(&case);
+    let started = std::time::Instant::now();
+    let result = AppSpec::parse(&text);
+    let elapsed = started.elapsed();
+    let status = fs::read_to_string("/proc/self/status").expect("status");
+    let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM").to_string();
+    let message = result.err().map(|e| e.message).unwrap_or_else(|| "accepted".into());
+    println!("RESULT\t{}\t{}\t{}", elapsed.as_millis(), hwm.split_whitespace().nth(1).unwrap_or("0"), message);
+}
+
+#[test]
+fn hostile_yaml_is_refused_in_bounded_time_and_memory() {
+    let exe = std::env::current_exe().expect("test binary");
+    let baseline = child_run(&exe, "baseline");
+    assert_eq!(baseline.2, "accepted");
+    for (case, expected) in [
+        ("deep_flow", "'[' and '{' in"),
+        ("deep_block", "nested more than 32 levels deep"),
+        ("alias_bomb", "invalid YAML at line"),
+        ("alias_wide", "values (each use of an alias counts"),
+        ("many_values", "lines and ',' ':' '-' '[' '{' '?' characters"),
+        ("implicit_nulls", "lines and ',' ':' '-' '[' '{' '?' characters"),
+        ("most_events", "duplicate key \"a\""),
+    ] {
+        let (millis, kib, message) = child_run(&exe, case);
+        eprintln!("{case}: {millis} ms, VmHWM {kib} kB (baseline {} kB): {message}", baseline.1);
+        assert!(message.contains(expected), "{case}: {message:?} does not contain {expected:?}");
+        assert!(message.starts_with("invalid YAML at line "), "{case}: no line in {message:?}");
+        // Debug build, shared CI cores: generous, but far below the
+        // minutes (deep_flow) or gigabytes (alias cases) without the bounds.
+        assert!(millis < 20_000, "{case} took {millis} ms");
+        assert!(kib.saturating_sub(baseline.1) < 64 * 1024, "{case} peaked at {kib} kB");
+    }
+}
+
+/// Runs `hostile_yaml_child` for `case`: (milliseconds, peak kB, message).
+fn child_run(exe: &Path, case: &str) -> (u128, u64, String) {
+    let out = std::process::Command::new(exe)
+        .args(["--ignored", "--exact", "hostile_yaml_child", "--nocapture", "--test-threads=1"])
+        .env("APPSPEC_HOSTILE_CASE", case)
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let at = stdout.find("RESULT\t").unwrap_or_else(|| panic!("child: {stdout}"));
+    let line = stdout[at..].lines().next().unwrap_or_default();
+    let mut fields = line.splitn(4, '\t').skip(1);
+    let millis = fields.next().and_then(|f| f.parse().ok()).expect("millis");
+    let kib = fields.next().and_then(|f| f.parse().ok()).expect("kib");
+    (millis, kib, fields.next().unwrap_or_default().to_string())
+}

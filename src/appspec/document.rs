@@ -8,7 +8,7 @@ use super::mode::radix_modes;
 use super::paths::{absolute_path, revision_path};
 use super::permissions::parse_permissions;
 use super::value::{Fields, Result, as_list, as_str, entries, error, expected, index_path, quote, show};
-use super::{AppSpec, AppSpecError, FileExistsBehavior, FileMapping, MAX_APPSPEC_SIZE};
+use super::{AppSpec, AppSpecError, FileExistsBehavior, FileMapping, MAX_APPSPEC_SIZE, yaml};
 
 const TOP_LEVEL_KEYS: &[&str] = &["version", "os", "files", "file_exists_behavior", "permissions", "hooks"];
 
@@ -20,7 +20,7 @@ pub(super) fn parse(text: &str) -> Result<AppSpec> {
             format!("the AppSpec is {} bytes, more than the {MAX_APPSPEC_SIZE} allowed", text.len()),
         ));
     }
-    let doc: Value = serde_yaml::from_str(text).map_err(|e| yaml_error(&e))?;
+    let doc: Value = yaml::parse(text).map_err(|e| yaml_error(&e))?;
     if doc.is_null() {
         return Err(error("", "the AppSpec is empty (it needs at least version: 0.0 and os: linux)"));
     }
@@ -39,18 +39,14 @@ pub(super) fn parse(text: &str) -> Result<AppSpec> {
     })
 }
 
-/// Malformed YAML: serde_yaml's message with its line and column.
-fn yaml_error(e: &serde_yaml::Error) -> AppSpecError {
-    let hint = if e.to_string().contains("alias") {
+/// Malformed YAML: the message with its line (and column).
+fn yaml_error(e: &yaml::YamlError) -> AppSpecError {
+    let hint = if e.message.contains("while scanning an alias") {
         " (a value starting with * must be quoted, e.g. pattern: \"*.txt\")"
     } else {
         ""
     };
-    let message = match e.location() {
-        Some(at) => format!("invalid YAML at line {}, column {}: {e}{hint}", at.line(), at.column()),
-        None => format!("invalid YAML: {e}{hint}"),
-    };
-    AppSpecError { message }
+    AppSpecError { message: format!("{e}{hint}") }
 }
 
 /// Unknown top-level keys, with a specific word for the usual mistakes.

@@ -2,7 +2,8 @@
 //!
 //! INTERFACE (owned by the appspec work; other modules rely on these types).
 //!
-//! The text is parsed into a `serde_yaml::Value` and validated by hand, so
+//! The text is parsed into a `serde_yaml::Value` within bounds (see
+//! `yaml.rs`: size, nesting, aliases, duplicate keys) and validated by hand, so
 //! that every error names the key path and the value, e.g.
 //! `files[1].destination: "relative/dir" is not an absolute path`. What is
 //! accepted, and where it differs from CodeDeploy, is in `docs/appspec.md`.
@@ -19,6 +20,7 @@ mod mode;
 mod paths;
 mod permissions;
 mod value;
+pub(crate) mod yaml;
 
 /// The AppSpec file name a revision has unless the deployment names
 /// another; `appspec.yaml` is tried when it is missing.
