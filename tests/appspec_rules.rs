@@ -2,6 +2,8 @@
 //! per rule, error messages naming the key and the value, the documented
 //! permission examples, and loading from a revision directory.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -889,4 +891,168 @@ fn child_run(exe: &Path, case: &str) -> (u128, u64, String) {
     let millis = fields.next().and_then(|f| f.parse().ok()).expect("millis");
     let kib = fields.next().and_then(|f| f.parse().ok()).expect("kib");
     (millis, kib, fields.next().unwrap_or_default().to_string())
+}
+
+// ---------------------------------------------------------------- AppSpec values (issue 9, point 7)
+
+#[test]
+fn permission_ids_that_chown_takes_as_no_change_are_refused() {
+    for (body, culprit) in [
+        ("owner: -1", "permissions[0].owner: -1 is not a usable id"),
+        ("owner: 4294967295", "permissions[0].owner: 4294967295 is not a usable id"),
+        ("owner: \"4294967295\"", "permissions[0].owner: 4294967295 is not a usable id"),
+        ("group: 4294967296", "permissions[0].group: 4294967296 is not a usable id"),
+        ("group: \"-1\"", "permissions[0].group: -1 is not a usable id"),
+        ("group: 18446744073709551616", "permissions[0].group: integer 18446744073709551616 is out of range"),
+    ] {
+        let message = refuse_permission(&format!("    {body}\n"));
+        assert_has(&message, culprit);
+    }
+    assert_eq!(permission("    owner: 4294967294\n").owner.as_deref(), Some("4294967294"));
+}
+
+/// A sandbox for the deploy-local tests below, with `dest` as destination.
+fn deploy_sandbox(name: &str) -> common::Sandbox {
+    common::Sandbox::new(&format!("appspec-{name}"))
+}
+
+/// Every path under `dir`, with `/` after directories, sorted.
+fn layout(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let rel = format!("{:?}", path.strip_prefix(base).unwrap_or(&path));
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(format!("{rel}/"));
+                walk(base, &path, out);
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn permissions_setuid_mode_obeys_allow_setuid() {
+    let sb = deploy_sandbox("setuid");
+    let dest = sb.path("dest");
+    let spec = format!(
+        "version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: {0}\n\
+         permissions:\n  - object: {0}\n    pattern: \"*.bin\"\n    mode: 644\n  \
+         - object: {0}\n    pattern: run\n    mode: 4755\n    type: [file]\n",
+        dest.display()
+    );
+    let bundle = sb.bundle("v1", &[("appspec.yml", &spec), ("app/run", "#!/bin/sh\n"), ("app/x.bin", "x")]);
+    let out = sb.deploy(&["-l", bundle.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let err = common::stderr(&out);
+    assert!(err.contains("permissions[1].mode: 4755 sets the setuid bit"), "{err}");
+    assert!(err.contains("allow_setuid: true"), "{err}");
+    assert!(!dest.exists(), "nothing installed: {:?}", layout(&dest));
+
+    sb.write_config("allow_setuid: true\n");
+    common::assert_success(&sb.deploy(&["-l", bundle.to_str().expect("utf-8")]));
+    assert_eq!(common::mode(&dest.join("run")), 0o4755);
+    assert_eq!(common::mode(&dest.join("x.bin")), 0o644);
+}
+
+#[test]
+fn permissions_setgid_on_directories_obeys_allow_setuid_too() {
+    let spec =
+        "version: 0.0\nos: linux\npermissions:\n  - object: /srv/shared\n    mode: 2775\n    type: [directory]\n";
+    let spec = AppSpec::parse(spec).expect("parses");
+    let message = spec.check_setuid(false).err().map(|e| e.message).unwrap_or_default();
+    assert_starts(&message, "permissions[0].mode: 2775 sets the setgid bit");
+    assert!(spec.check_setuid(true).is_ok());
+}
+
+#[test]
+fn mappings_needing_one_path_as_file_and_directory_are_both_named() {
+    let sb = deploy_sandbox("clash");
+    let dest = sb.path("dest");
+    fs::create_dir_all(dest.join("kept")).expect("dest");
+    fs::write(dest.join("kept/old.txt"), "old").expect("old");
+    let before = layout(&dest);
+    let spec = format!(
+        "version: 0.0\nos: linux\nfiles:\n  - source: conf\n    destination: {0}\n  \
+         - source: tree\n    destination: {0}\n",
+        dest.display()
+    );
+    let bundle = sb.bundle("v1", &[("appspec.yml", &spec), ("conf", "a file"), ("tree/conf/app.ini", "x=1")]);
+    let out = sb.deploy(&["-l", bundle.to_str().expect("utf-8"), "--file-exists-behavior", "OVERWRITE"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let err = common::stderr(&out);
+    let expected = format!(
+        "cannot install {0}/conf: files[1] (source \"tree\", destination \"{0}\") needs a directory there and \
+         files[0] (source \"conf\", destination \"{0}\") a file",
+        dest.display()
+    );
+    assert!(err.contains(&expected), "{err}");
+    assert!(!err.contains(".edgedeploy-tmp"), "{err}");
+    assert_eq!(layout(&dest), before, "nothing changed at the destination");
+}
+
+// ---------------------------------------------------------------- exact file names (issue 9, point 6)
+
+#[test]
+fn file_names_that_are_not_utf8_survive_the_cleanup_list_and_a_redeploy() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let sb = deploy_sandbox("bytes");
+    let dest = sb.path("dest");
+    let spec = format!("version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: {}\n", dest.display());
+    let bundle = sb.bundle("v1", &[("appspec.yml", &spec), ("app/plain.txt", "plain")]);
+    // Two names that differ only in bytes that are not UTF-8 (the same
+    // name once made "lossy"), and one in a directory that is not UTF-8.
+    let latin1 = OsStr::from_bytes(b"caf\xe9.txt");
+    let other = OsStr::from_bytes(b"caf\xe8.txt");
+    let odd_dir = OsStr::from_bytes(b"d\xff");
+    fs::write(bundle.join("app").join(latin1), "latin1").expect("write");
+    fs::write(bundle.join("app").join(other), "other").expect("write");
+    fs::create_dir(bundle.join("app").join(odd_dir)).expect("dir");
+    fs::write(bundle.join("app").join(odd_dir).join("inner"), "inner").expect("write");
+    let bundle_arg = bundle.to_str().expect("utf-8");
+
+    common::assert_success(&sb.deploy(&["-l", bundle_arg]));
+    let group_list = fs::read_dir(sb.root().join("deployment-instructions"))
+        .expect("instructions")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-cleanup"))
+        .expect("a cleanup list");
+    let listed = fs::read(&group_list).expect("list");
+    for name in [latin1, other] {
+        let mut line = dest.as_os_str().as_bytes().to_vec();
+        line.extend_from_slice(b"/");
+        line.extend_from_slice(name.as_bytes());
+        line.push(b'\n');
+        assert!(
+            listed.windows(line.len()).any(|w| w == line),
+            "{:?} not in {:?}",
+            name,
+            String::from_utf8_lossy(&listed)
+        );
+    }
+    assert_eq!(fs::read(dest.join(latin1)).expect("installed"), b"latin1");
+    assert_eq!(fs::read(dest.join(other)).expect("installed"), b"other");
+    let first = layout(&dest);
+
+    // The same revision again: every name is ours, nothing conflicts.
+    let out = sb.deploy(&["-l", bundle_arg]);
+    common::assert_success(&out);
+    assert_eq!(layout(&dest), first);
+    assert_eq!(fs::read(&group_list).expect("list"), listed);
+
+    // A revision without them: they are removed as ours.
+    fs::remove_file(bundle.join("app").join(other)).expect("rm");
+    fs::remove_dir_all(bundle.join("app").join(odd_dir)).expect("rm");
+    common::assert_success(&sb.deploy(&["-l", bundle_arg]));
+    assert!(!dest.join(other).exists() && !dest.join(odd_dir).exists(), "{:?}", layout(&dest));
+    assert_eq!(fs::read(dest.join(latin1)).expect("kept"), b"latin1");
 }

@@ -237,6 +237,16 @@ impl AppSpec {
         load::load(archive_dir, filename)
     }
 
+    /// Refuses setuid and setgid bits in `permissions` modes unless
+    /// `allow_setuid` (the agent's `allow_setuid` switch, which rules archive
+    /// entries too). The error names the entry and its mode.
+    pub fn check_setuid(&self, allow_setuid: bool) -> Result<(), AppSpecError> {
+        match permissions::setuid_problem(&self.permissions).filter(|_| !allow_setuid) {
+            Some(message) => Err(AppSpecError { message }),
+            None => Ok(()),
+        }
+    }
+
     /// The scripts for `event` (empty when the AppSpec has none).
     pub fn scripts(&self, event: LifecycleEvent) -> &[Script] {
         self.hooks.iter().find(|(e, _)| *e == event).map(|(_, s)| s.as_slice()).unwrap_or(&[])

@@ -30,13 +30,60 @@ fn parse_permission(path: &str, value: &Value, radix: &[RadixMode]) -> Result<Pe
         None => EVERYTHING.to_string(),
     };
     let except = string_list(&fields.path_of("except"), fields.get("except"), parse_except)?;
-    let owner = fields.get("owner").map(|v| name_or_id(&fields.path_of("owner"), v)).transpose()?;
-    let group = fields.get("group").map(|v| name_or_id(&fields.path_of("group"), v)).transpose()?;
+    let owner = fields.get("owner").map(|v| owner_or_group(&fields.path_of("owner"), v)).transpose()?;
+    let group = fields.get("group").map(|v| owner_or_group(&fields.path_of("group"), v)).transpose()?;
     let mode = fields.get("mode").map(|v| parse_mode(&fields.path_of("mode"), v, radix)).transpose()?;
     let acls = string_list(&fields.path_of("acls"), fields.get("acls"), parse_acl)?;
     let context = fields.get("context").map(|v| parse_context(&fields.path_of("context"), v)).transpose()?;
     let types = parse_types(&fields.path_of("type"), fields.get("type"))?;
     Ok(Permission { object, pattern, except, owner, group, mode, acls, context, types })
+}
+
+/// The id chown(2) reads as "leave unchanged" ((uid_t)-1).
+pub(crate) const UNCHANGED_ID: u32 = u32::MAX;
+
+/// An `owner` or `group`: a name, or a numeric id (integer or digits in a
+/// string) that chown(2) really sets: -1, 4294967295 and ids beyond 32 bits
+/// would mean "leave unchanged" to it (or wrap around to that), so they are
+/// refused rather than silently doing nothing.
+fn owner_or_group(path: &str, value: &Value) -> Result<String> {
+    let text = match value {
+        Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return name_or_id(path, value),
+    };
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(&text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return name_or_id(path, value);
+    }
+    match text.parse::<u32>() {
+        Ok(id) if id != UNCHANGED_ID => Ok(text),
+        _ => Err(error(
+            path,
+            format!(
+                "{text} is not a usable id: chown(2) takes -1 ({UNCHANGED_ID}) as \"leave unchanged\", and ids \
+                 beyond 32 bits cannot be set (ids go from 0 to {})",
+                UNCHANGED_ID - 1
+            ),
+        )),
+    }
+}
+
+/// The first `permissions` entry whose `mode` has the setuid or setgid bit
+/// (refused unless the agent allows them, as for archive entries).
+pub(super) fn setuid_problem(permissions: &[Permission]) -> Option<String> {
+    permissions.iter().enumerate().find_map(|(i, p)| {
+        let mode = p.mode.filter(|m| m & 0o6000 != 0)?;
+        let bits = match (mode & 0o4000 != 0, mode & 0o2000 != 0) {
+            (true, true) => "the setuid and setgid bits",
+            (true, false) => "the setuid bit",
+            _ => "the setgid bit",
+        };
+        Some(format!(
+            "permissions[{i}].mode: {mode:04o} sets {bits}, which the agent refuses as it does in archive entries \
+             (set allow_setuid: true in the agent configuration to allow it)"
+        ))
+    })
 }
 
 /// A list whose items are parsed by `item` (null: empty list).
@@ -289,6 +336,42 @@ mod tests {
         for bad in ["", "0", "s", "s3-s1", "s0:c1024", "s0:c5.c1", "s0:", "s0-s1-s2", "s0:x1"] {
             assert!(parse_range("r", &v(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn owners_and_groups_that_chown_would_ignore_are_refused() {
+        let yaml = |t: &str| serde_yaml::from_str::<Value>(t).expect("yaml");
+        for ok in ["0", "1000", "4294967294", "\"4294967294\"", "bob", "\"007\""] {
+            assert!(owner_or_group("permissions[0].owner", &yaml(ok)).is_ok(), "{ok}");
+        }
+        for bad in ["-1", "\"-1\"", "4294967295", "\"4294967295\"", "4294967296", "\"99999999999999999999\"", "-2"] {
+            let message = owner_or_group("permissions[0].owner", &yaml(bad)).unwrap_err().message;
+            assert!(message.starts_with("permissions[0].owner: "), "{message}");
+            assert!(message.contains("is not a usable id: chown(2) takes -1 (4294967295)"), "{message}");
+        }
+    }
+
+    #[test]
+    fn setuid_and_setgid_modes_are_found_with_their_entry() {
+        let entry = |mode| Permission {
+            object: "/srv".into(),
+            pattern: EVERYTHING.into(),
+            except: vec![],
+            owner: None,
+            group: None,
+            mode,
+            acls: vec![],
+            context: None,
+            types: vec![],
+        };
+        assert_eq!(setuid_problem(&[entry(Some(0o755)), entry(Some(0o1777)), entry(None)]), None);
+        let message = setuid_problem(&[entry(Some(0o644)), entry(Some(0o2775))]).unwrap_or_default();
+        assert!(
+            message.starts_with("permissions[1].mode: 2775 sets the setgid bit, which the agent refuses"),
+            "{message}"
+        );
+        let message = setuid_problem(&[entry(Some(0o6755))]).unwrap_or_default();
+        assert!(message.contains("6755 sets the setuid and setgid bits"), "{message}");
     }
 
     #[test]

@@ -243,6 +243,14 @@ impl<'de> Visitor<'de> for Bounded<'_> {
         self.scalar(Value::Number(Number::from(u)))
     }
 
+    fn visit_i128<E: de::Error>(self, i: i128) -> Result<Value, E> {
+        Err(E::custom(format_args!("integer {i} is out of range (64 bits)")))
+    }
+
+    fn visit_u128<E: de::Error>(self, u: u128) -> Result<Value, E> {
+        Err(E::custom(format_args!("integer {u} is out of range (64 bits)")))
+    }
+
     fn visit_f64<E: de::Error>(self, f: f64) -> Result<Value, E> {
         self.scalar(Value::Number(Number::from(f)))
     }

@@ -125,7 +125,7 @@ pub fn install(request: &Request) -> Result<Report, InstallError> {
     let previous = cleanup::read(request.cleanup_list)?;
     let items = collect_sources(request.archive_dir, &request.appspec.files)?;
     let behavior = effective_behavior(request.appspec, request.deployment_behavior);
-    let plan = plan::plan(&items, &previous, behavior, &probe).map_err(InstallError::Plan)?;
+    let plan = plan::plan(&items, &request.appspec.files, &previous, behavior, &probe).map_err(InstallError::Plan)?;
     drop(items);
     let permissions = permissions::Resolved::new(&request.appspec.permissions, owned_objects(&plan.steps))
         .map_err(InstallError::Permissions)?;
@@ -179,18 +179,23 @@ fn collect_sources(archive: &Path, mappings: &[FileMapping]) -> Result<Vec<Sourc
             ))
         })?;
         if meta.is_dir() {
-            items.push(SourceItem { src: src.clone(), dst: mapping.destination.clone(), kind: Kind::Dir });
-            walk(&src, &mapping.destination, &mut items)?;
+            items.push(SourceItem {
+                src: src.clone(),
+                dst: mapping.destination.clone(),
+                kind: Kind::Dir,
+                mapping: index,
+            });
+            walk(&src, &mapping.destination, index, &mut items)?;
         } else {
             let name = src.file_name().unwrap_or_default();
             let kind = source_kind(&src, &meta)?;
-            items.push(SourceItem { dst: mapping.destination.join(name), src, kind });
+            items.push(SourceItem { dst: mapping.destination.join(name), src, kind, mapping: index });
         }
     }
     Ok(items)
 }
 
-fn walk(dir: &Path, dest: &Path, items: &mut Vec<SourceItem>) -> Result<(), InstallError> {
+fn walk(dir: &Path, dest: &Path, mapping: usize, items: &mut Vec<SourceItem>) -> Result<(), InstallError> {
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| journal::with_path(e, "reading", dir))? {
         names.push(entry.map_err(|e| journal::with_path(e, "reading", dir))?.file_name());
@@ -201,11 +206,11 @@ fn walk(dir: &Path, dest: &Path, items: &mut Vec<SourceItem>) -> Result<(), Inst
         let dst = dest.join(&name);
         let meta = fs::symlink_metadata(&src).map_err(|e| journal::with_path(e, "reading", &src))?;
         if meta.is_dir() {
-            items.push(SourceItem { src: src.clone(), dst: dst.clone(), kind: Kind::Dir });
-            walk(&src, &dst, items)?;
+            items.push(SourceItem { src: src.clone(), dst: dst.clone(), kind: Kind::Dir, mapping });
+            walk(&src, &dst, mapping, items)?;
         } else {
             let kind = source_kind(&src, &meta)?;
-            items.push(SourceItem { src, dst, kind });
+            items.push(SourceItem { src, dst, kind, mapping });
         }
     }
     Ok(())
