@@ -149,7 +149,8 @@ impl Config {
                 return Err(ConfigError { message: format!("key {} is not a string", render(key)) });
             };
             let name = key.strip_prefix(':').unwrap_or(key);
-            if !config.set(name, value)? && !CODEDEPLOY_KEYS_IGNORED.contains(&name) {
+            let known = config.set(name, value).map_err(|e| with_line(e, text, key))?;
+            if !known && !CODEDEPLOY_KEYS_IGNORED.contains(&name) {
                 unknown_keys.push(key.to_string());
             }
         }
@@ -187,6 +188,14 @@ impl Config {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+}
+
+/// The error with the line of `key` (as written) appended.
+fn with_line(e: ConfigError, text: &str, key: &str) -> ConfigError {
+    match crate::appspec::yaml::line_of_path(text, &[crate::appspec::yaml::Step::Key(key.to_string())]) {
+        Some(line) => ConfigError { message: format!("{} (line {line})", e.message) },
+        None => e,
     }
 }
 
@@ -266,9 +275,9 @@ mod tests {
     #[test]
     fn invalid_values_name_key_and_value() {
         let err = Config::parse("max_revisions: 0\n").unwrap_err();
-        assert_eq!(err.message, "max_revisions: 0 is not a whole number of at least 1");
-        let err = Config::parse("root_dir: relative/dir\n").unwrap_err();
-        assert_eq!(err.message, "root_dir: relative/dir is not an absolute path");
+        assert_eq!(err.message, "max_revisions: 0 is not a whole number of at least 1 (line 1)");
+        let err = Config::parse("log_dir: /l\n\n:root_dir: relative/dir\n").unwrap_err();
+        assert_eq!(err.message, "root_dir: relative/dir is not an absolute path (line 3)");
         let err = Config::parse("allow_setuid: yes please\n").unwrap_err();
         assert!(err.message.starts_with("allow_setuid: "), "{}", err.message);
     }

@@ -30,7 +30,16 @@ fn refuse(body: &str) -> String {
 fn refuse_text(text: &str) -> String {
     match AppSpec::parse(text) {
         Ok(spec) => panic!("expected {text:?} to be refused, got {spec:?}"),
-        Err(e) => e.message,
+        Err(e) => without_line(e.message),
+    }
+}
+
+/// The message without its trailing ` (line N)` (checked by
+/// `validation_errors_give_the_line_of_the_offending_key`).
+fn without_line(message: String) -> String {
+    match message.rsplit_once(" (line ") {
+        Some((head, tail)) if tail.strip_suffix(')').is_some_and(|n| n.parse::<usize>().is_ok()) => head.to_string(),
+        _ => message,
     }
 }
 
@@ -682,7 +691,7 @@ impl Drop for TempDir {
 fn load_error(dir: &Path, name: &str) -> String {
     match AppSpec::load(dir, name) {
         Ok(spec) => panic!("expected load of {name} to fail, got {spec:?}"),
-        Err(e) => e.message,
+        Err(e) => without_line(e.message),
     }
 }
 
@@ -790,6 +799,28 @@ fn duplicate_keys_are_refused_at_the_line_of_the_second_key() {
     assert_starts(&message, "invalid YAML at line 6, column 5: files[0]: duplicate key \"source\"");
     let message = refuse_text("version: 0.0\nos: linux\nversion: 0.0\n");
     assert_starts(&message, "invalid YAML at line 3, column 1: duplicate key \"version\"");
+}
+
+#[test]
+fn validation_errors_give_the_line_of_the_offending_key() {
+    let line = |text: &str| AppSpec::parse(&format!("{HEAD}{text}")).err().map(|e| e.message).unwrap_or_default();
+    let text = "files:\n  - source: a\n    destination: /srv\n  - source: b\n\n    destination: relative\n";
+    assert_eq!(line(text), "files[1].destination: \"relative\" is not an absolute path (line 8)");
+    let text = "permissions:\n  - object: /srv\n    mode: 0999\n";
+    assert_starts(&line(text), "permissions[0].mode: \"0999\" is not an octal mode");
+    assert!(line(text).ends_with(" (line 5)"), "{}", line(text));
+    let text = "files:\n  - source: a\n    destination: /srv\n    sorce: b\n";
+    assert_starts(&line(text), "files[0]: unknown key \"sorce\"");
+    assert!(line(text).ends_with(" (line 6)"), "{}", line(text));
+    let text = "hooks:\n  AfterInstall:\n    - location: a.sh\n      timeout: 0\n";
+    assert_eq!(line(text), "hooks.AfterInstall[0].timeout: 0 is not a timeout: give at least 1 second (line 6)");
+    assert_eq!(line("Hooks: {}\n"), "Hooks: unknown key (keys are lowercase: hooks) (line 3)");
+    let text = "hooks:\n  BeforeInstall: []\n  AfterInstal: []\n";
+    assert_starts(&line(text), "hooks: unknown lifecycle event \"AfterInstal\"");
+    assert!(line(text).ends_with(" (line 5)"), "{}", line(text));
+    // No key to point at: no line.
+    let missing = AppSpec::parse("version: 0.0\n").err().map(|e| e.message);
+    assert_eq!(missing.as_deref(), Some("os: missing (write os: linux)"));
 }
 
 /// A YAML case built by name, parsed in a child process (see

@@ -153,6 +153,230 @@ fn first_alias_offset(text: &str) -> Option<usize> {
     })
 }
 
+/// One step of a key path as errors name it (`files[1].destination`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// A map key.
+    Key(String),
+    /// A list index.
+    Index(usize),
+}
+
+/// `files[1].destination` as steps; `None` when it is not such a path.
+pub(crate) fn steps(path: &str) -> Option<Vec<Step>> {
+    let mut steps = Vec::new();
+    for part in path.split('.') {
+        let (name, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if name.is_empty() {
+            return None;
+        }
+        steps.push(Step::Key(name.to_string()));
+        while let Some(inner) = rest.strip_prefix('[') {
+            let end = inner.find(']')?;
+            steps.push(Step::Index(inner[..end].parse().ok()?));
+            rest = &inner[end + 1..];
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+    }
+    Some(steps)
+}
+
+/// Marks the error that [`Locate`] raises where it stops.
+const FOUND: &str = "\u{1}located";
+
+/// The line of the key (or list item) at `path` in `text`, which parsed
+/// before: the text is read again and the reading stops with an error at
+/// that key, to which serde_yaml gives its position. `None` when there is
+/// no such key.
+pub(crate) fn line_of_path(text: &str, path: &[Step]) -> Option<usize> {
+    if path.is_empty() {
+        return None;
+    }
+    let locate = Locate { path };
+    match locate.deserialize(serde_yaml::Deserializer::from_str(text)) {
+        Err(e) if e.to_string().contains(FOUND) => e.location().map(|at| at.line()),
+        _ => None,
+    }
+}
+
+/// Walks down `path`; with an empty path, the value it is given is the one
+/// looked for, and it stops there.
+#[derive(Clone, Copy)]
+struct Locate<'p> {
+    path: &'p [Step],
+}
+
+impl Locate<'_> {
+    fn here<E: de::Error>(&self) -> Result<(), E> {
+        if self.path.is_empty() { Err(E::custom(FOUND)) } else { Ok(()) }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Locate<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Locate<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.here()
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.here()
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.here()
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.here()
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.here()
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.here()
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.here()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut data: A) -> Result<(), A::Error> {
+        self.here()?;
+        let Some((Step::Index(want), rest)) = self.path.split_first() else {
+            while data.next_element::<de::IgnoredAny>()?.is_some() {}
+            return Ok(());
+        };
+        let mut index = 0;
+        loop {
+            let found = if index == *want {
+                data.next_element_seed(Locate { path: rest })?.is_some()
+            } else {
+                data.next_element::<de::IgnoredAny>()?.is_some()
+            };
+            if !found {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut data: A) -> Result<(), A::Error> {
+        self.here()?;
+        let Some((Step::Key(want), rest)) = self.path.split_first() else {
+            while data.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+            return Ok(());
+        };
+        while let Some(matched) = data.next_key_seed(KeyProbe { want, last: rest.is_empty() })? {
+            if matched {
+                data.next_value_seed(Locate { path: rest })?;
+            } else {
+                data.next_value::<de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        self.here()?;
+        let (_, contents): (de::IgnoredAny, _) = data.variant()?;
+        contents.newtype_variant_seed(self)
+    }
+}
+
+/// A map key: `true` when it is `want`. When it is and `last`, the reading
+/// stops there (the key is the one looked for).
+struct KeyProbe<'w> {
+    want: &'w str,
+    last: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for KeyProbe<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyProbe<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
+        match key == self.want {
+            true if self.last => Err(E::custom(FOUND)),
+            matched => Ok(matched),
+        }
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut data: A) -> Result<bool, A::Error> {
+        while data.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut data: A) -> Result<bool, A::Error> {
+        while data.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<bool, A::Error> {
+        let (_, contents): (de::IgnoredAny, _) = data.variant()?;
+        contents.newtype_variant::<de::IgnoredAny>().map(|_| false)
+    }
+}
+
 /// Builds a `Value` like serde_yaml's own `Deserialize`, counting values
 /// against a budget, bounding depth and refusing duplicate keys. Errors are
 /// raised inside the visitor so that serde_yaml gives them the position of
@@ -381,6 +605,27 @@ mod tests {
         }
         let e = error(&text);
         assert!(e.message.contains("values (each use of an alias") || e.message.contains("repetition limit"), "{e}");
+    }
+
+    #[test]
+    fn key_paths_are_found_at_their_line() {
+        let text = "version: 0.0\nfiles:\n  - source: a\n    destination: /x\n  -\n    source: b\n\n    destination: y\n\
+                    hooks: {AfterInstall: [{location: a.sh}, {location: b.sh,\n timeout: 5}]}\n";
+        let line = |path: &str| line_of_path(text, &steps(path).expect("a path"));
+        assert_eq!(line("version"), Some(1));
+        assert_eq!(line("files"), Some(2));
+        assert_eq!(line("files[0]"), Some(3));
+        assert_eq!(line("files[1].destination"), Some(8));
+        assert_eq!(line("files[1]"), Some(6));
+        assert_eq!(line("hooks.AfterInstall[1].timeout"), Some(10));
+        assert_eq!(line("files[2]"), None);
+        assert_eq!(line("nothing.here"), None);
+        assert_eq!(
+            steps("a[1][2].b"),
+            Some(vec![Step::Key("a".into()), Step::Index(1), Step::Index(2), Step::Key("b".into())])
+        );
+        assert_eq!(steps("a[x]"), None);
+        assert_eq!(steps(".a"), None);
     }
 
     #[test]
