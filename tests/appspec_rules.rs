@@ -1087,3 +1087,29 @@ fn file_names_that_are_not_utf8_survive_the_cleanup_list_and_a_redeploy() {
     assert!(!dest.join(other).exists() && !dest.join(odd_dir).exists(), "{:?}", layout(&dest));
     assert_eq!(fs::read(dest.join(latin1)).expect("kept"), b"latin1");
 }
+
+#[test]
+fn file_names_that_are_not_utf8_in_a_tar_bundle_redeploy() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let sb = deploy_sandbox("bytes-tar");
+    let dest = sb.path("dest");
+    let spec = format!("version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: {}\n", dest.display());
+    let bundle = sb.bundle("v1", &[("appspec.yml", &spec), ("app/plain.txt", "plain")]);
+    let names = [OsStr::from_bytes(b"caf\xe9.txt"), OsStr::from_bytes(b"caf\xe8.txt")];
+    for name in names {
+        fs::write(bundle.join("app").join(name), name.as_bytes()).expect("write");
+    }
+    let tar = sb.path("v1.tar");
+    let status = std::process::Command::new("tar").arg("cf").arg(&tar).arg("-C").arg(&bundle).arg(".").status();
+    assert!(status.is_ok_and(|s| s.success()), "the tar tool is needed to build the bundle");
+    let tar_arg = tar.to_str().expect("utf-8");
+    for attempt in ["first", "again"] {
+        let out = sb.deploy(&["-l", tar_arg, "-t", "tar"]);
+        assert!(out.status.success(), "{attempt}: {}", common::stderr(&out));
+        for name in names {
+            assert_eq!(fs::read(dest.join(name)).expect("installed"), name.as_bytes(), "{attempt}");
+        }
+    }
+}

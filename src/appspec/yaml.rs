@@ -9,8 +9,14 @@
 //! add bytes instead of replacing them, and change how scalars resolve
 //! (`mode: 0644` relies on YAML 1.2 as serde_yaml reads it). The maintained
 //! pure-Rust parsers (yaml-rust2, saphyr) descend from the same scanner
-//! design, with the same per-token work for each open flow level. What
-//! serde_yaml lacks are bounds, and they are added here:
+//! design, with the same per-token work for each open flow level. Bytes,
+//! measured (`--release --no-default-features --features tls`): serde_yaml
+//! with unsafe-libyaml is about 150 KB of a 2.4 MB agent (a minimal
+//! opt-level z binary grows from 292 KB to 442 KB when it parses YAML);
+//! these bounds add 16.7 KB (2 403 440 to 2 420 128 bytes). Replacing the
+//! parser could only save bytes if every agent use moved at once and the
+//! new parser were smaller than 150 KB, and it would not remove the need for
+//! the bounds. What serde_yaml lacks are bounds, and they are added here:
 //!
 //! - **Flow nesting.** libyaml rechecks every open flow level (`[`, `{`) at
 //!   every token, so its time is tokens x flow depth: 40 000 nested `[` take
@@ -128,8 +134,13 @@ fn from_serde_yaml(e: &serde_yaml::Error, text: &str) -> YamlError {
     match e.location() {
         Some(at) => YamlError { line: at.line(), column: Some(at.column()), message: strip_position(e.to_string()) },
         None => {
-            let line = first_alias_offset(text).map_or_else(|| line_of(text, text.len()), |at| line_of(text, at));
-            YamlError { line, column: None, message: e.to_string() }
+            let message = e.to_string();
+            let at = if message.contains("more than one document") {
+                second_document_line(text)
+            } else {
+                first_alias_offset(text).map(|at| line_of(text, at))
+            };
+            YamlError { line: at.unwrap_or_else(|| line_of(text, text.len())), column: None, message }
         }
     }
 }
@@ -141,6 +152,26 @@ fn strip_position(message: String) -> String {
         Some(at) if message[at..].contains(" column ") && !message[at..].contains(',') => message[..at].to_string(),
         _ => message,
     }
+}
+
+/// The line of the `---` that starts a second document: the first one when
+/// content comes before it, else the second one.
+fn second_document_line(text: &str) -> Option<usize> {
+    let mut content = false;
+    let mut starts = 0;
+    for (index, line) in text.lines().enumerate() {
+        let marker = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        if marker {
+            starts += 1;
+            if content || starts == 2 {
+                return Some(index + 1);
+            }
+            content = line[3..].split('#').next().is_some_and(|rest| !rest.trim().is_empty());
+        } else if !line.trim().is_empty() && !line.trim_start().starts_with('#') && !line.starts_with('%') {
+            content = true;
+        }
+    }
+    None
 }
 
 /// Where the first `*name` that could be an alias is (approximate: only used
@@ -626,6 +657,15 @@ mod tests {
         );
         assert_eq!(steps("a[x]"), None);
         assert_eq!(steps(".a"), None);
+    }
+
+    #[test]
+    fn a_second_document_is_refused_at_its_line() {
+        for (text, line) in [("a: 1\n---\nb: 2\n", 2), ("---\na: 1\n# c\n---\nb: 2\n", 4), ("--- x\n--- y\n", 2)] {
+            let e = error(text);
+            assert!(e.message.contains("more than one document"), "{e}");
+            assert_eq!(e.line, line, "{text:?}");
+        }
     }
 
     #[test]
