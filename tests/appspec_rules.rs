@@ -940,6 +940,8 @@ fn permission_ids_that_chown_takes_as_no_change_are_refused() {
         assert_has(&message, culprit);
     }
     assert_eq!(permission("    owner: 4294967294\n").owner.as_deref(), Some("4294967294"));
+    let message = refuse("hooks:\n  AfterInstall:\n    - location: a.sh\n      runas: \" 4294967295 \"\n");
+    assert_starts(&message, "hooks.AfterInstall[0].runas: 4294967295 is not a usable id");
 }
 
 /// A sandbox for the deploy-local tests below, with `dest` as destination.

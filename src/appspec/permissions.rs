@@ -6,7 +6,7 @@ use serde_yaml::Value;
 
 use super::mode::{RadixMode, parse_mode};
 use super::paths::absolute_path;
-use super::value::{Fields, Result, as_list, as_str, error, index_path, name_or_id, quote, show};
+use super::value::{Fields, Result, as_list, as_str, error, id_or_name, index_path, name_or_id, quote, show};
 use super::{ObjectType, Permission, SelinuxContext, glob};
 
 const PERMISSION_KEYS: &[&str] = &["object", "pattern", "except", "owner", "group", "mode", "acls", "context", "type"];
@@ -30,43 +30,13 @@ fn parse_permission(path: &str, value: &Value, radix: &[RadixMode]) -> Result<Pe
         None => EVERYTHING.to_string(),
     };
     let except = string_list(&fields.path_of("except"), fields.get("except"), parse_except)?;
-    let owner = fields.get("owner").map(|v| owner_or_group(&fields.path_of("owner"), v)).transpose()?;
-    let group = fields.get("group").map(|v| owner_or_group(&fields.path_of("group"), v)).transpose()?;
+    let owner = fields.get("owner").map(|v| id_or_name(&fields.path_of("owner"), v)).transpose()?;
+    let group = fields.get("group").map(|v| id_or_name(&fields.path_of("group"), v)).transpose()?;
     let mode = fields.get("mode").map(|v| parse_mode(&fields.path_of("mode"), v, radix)).transpose()?;
     let acls = string_list(&fields.path_of("acls"), fields.get("acls"), parse_acl)?;
     let context = fields.get("context").map(|v| parse_context(&fields.path_of("context"), v)).transpose()?;
     let types = parse_types(&fields.path_of("type"), fields.get("type"))?;
     Ok(Permission { object, pattern, except, owner, group, mode, acls, context, types })
-}
-
-/// The id chown(2) reads as "leave unchanged" ((uid_t)-1).
-pub(crate) const UNCHANGED_ID: u32 = u32::MAX;
-
-/// An `owner` or `group`: a name, or a numeric id (integer or digits in a
-/// string) that chown(2) really sets: -1, 4294967295 and ids beyond 32 bits
-/// would mean "leave unchanged" to it (or wrap around to that), so they are
-/// refused rather than silently doing nothing.
-fn owner_or_group(path: &str, value: &Value) -> Result<String> {
-    let text = match value {
-        Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
-        Value::String(s) => s.clone(),
-        _ => return name_or_id(path, value),
-    };
-    let digits = text.strip_prefix(['-', '+']).unwrap_or(&text);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return name_or_id(path, value);
-    }
-    match text.parse::<u32>() {
-        Ok(id) if id != UNCHANGED_ID => Ok(text),
-        _ => Err(error(
-            path,
-            format!(
-                "{text} is not a usable id: chown(2) takes -1 ({UNCHANGED_ID}) as \"leave unchanged\", and ids \
-                 beyond 32 bits cannot be set (ids go from 0 to {})",
-                UNCHANGED_ID - 1
-            ),
-        )),
-    }
 }
 
 /// The first `permissions` entry whose `mode` has the setuid or setgid bit
@@ -342,12 +312,12 @@ mod tests {
     fn owners_and_groups_that_chown_would_ignore_are_refused() {
         let yaml = |t: &str| serde_yaml::from_str::<Value>(t).expect("yaml");
         for ok in ["0", "1000", "4294967294", "\"4294967294\"", "bob", "\"007\""] {
-            assert!(owner_or_group("permissions[0].owner", &yaml(ok)).is_ok(), "{ok}");
+            assert!(id_or_name("permissions[0].owner", &yaml(ok)).is_ok(), "{ok}");
         }
         for bad in ["-1", "\"-1\"", "4294967295", "\"4294967295\"", "4294967296", "\"99999999999999999999\"", "-2"] {
-            let message = owner_or_group("permissions[0].owner", &yaml(bad)).unwrap_err().message;
+            let message = id_or_name("permissions[0].owner", &yaml(bad)).unwrap_err().message;
             assert!(message.starts_with("permissions[0].owner: "), "{message}");
-            assert!(message.contains("is not a usable id: chown(2) takes -1 (4294967295)"), "{message}");
+            assert!(message.contains("is not a usable id: -1 (4294967295) means \"leave unchanged\""), "{message}");
         }
     }
 
