@@ -138,9 +138,10 @@ impl Config {
         Self::parse(&text).map_err(|e| err(e.message))
     }
 
-    /// Validates configuration text.
+    /// Validates configuration text. The YAML is read within the AppSpec's
+    /// bounds (nesting, aliases, duplicate keys refused at their line).
     pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
-        let value: Value = serde_yaml::from_str(text).map_err(|e| ConfigError { message: e.to_string() })?;
+        let value = crate::appspec::yaml::parse(text).map_err(|e| ConfigError { message: e.to_string() })?;
         let mapping = match value {
             Value::Mapping(m) => m,
             Value::Null => Default::default(),
@@ -155,7 +156,8 @@ impl Config {
                 return Err(ConfigError { message: format!("key {} is not a string", render(key)) });
             };
             let name = key.strip_prefix(':').unwrap_or(key);
-            if !config.set(name, value)? && !CODEDEPLOY_KEYS_IGNORED.contains(&name) {
+            let known = config.set(name, value).map_err(|e| with_line(e, text, key))?;
+            if !known && !CODEDEPLOY_KEYS_IGNORED.contains(&name) {
                 unknown_keys.push(key.to_string());
             }
         }
@@ -208,6 +210,14 @@ fn seconds(key: &str, v: &Value) -> Result<Duration, ConfigError> {
     match at_least(key, v, 1)? {
         n if n <= WEEK => Ok(Duration::from_secs(n)),
         _ => Err(invalid(key, v, &format!("a whole number of seconds from 1 to {WEEK}"))),
+    }
+}
+
+/// The error with the line of `key` (as written) appended.
+fn with_line(e: ConfigError, text: &str, key: &str) -> ConfigError {
+    match crate::appspec::yaml::line_of_path(text, &[crate::appspec::yaml::Step::Key(key.to_string())]) {
+        Some(line) => ConfigError { message: format!("{} (line {line})", e.message) },
+        None => e,
     }
 }
 
@@ -287,9 +297,9 @@ mod tests {
     #[test]
     fn invalid_values_name_key_and_value() {
         let err = Config::parse("max_revisions: 0\n").unwrap_err();
-        assert_eq!(err.message, "max_revisions: 0 is not a whole number of at least 1");
-        let err = Config::parse("root_dir: relative/dir\n").unwrap_err();
-        assert_eq!(err.message, "root_dir: relative/dir is not an absolute path");
+        assert_eq!(err.message, "max_revisions: 0 is not a whole number of at least 1 (line 1)");
+        let err = Config::parse("log_dir: /l\n\n:root_dir: relative/dir\n").unwrap_err();
+        assert_eq!(err.message, "root_dir: relative/dir is not an absolute path (line 3)");
         let err = Config::parse("allow_setuid: yes please\n").unwrap_err();
         assert!(err.message.starts_with("allow_setuid: "), "{}", err.message);
     }
@@ -330,6 +340,21 @@ mod tests {
         assert_eq!(Config::parse("max_bundle_bytes: 0\n").unwrap().config.max_bundle_bytes, 0);
         assert_eq!(Config::parse(":max_bundle_bytes: \"4096\"\n").unwrap().config.max_bundle_bytes, 4096);
         assert!(Config::parse("max_bundle_bytes: -1\n").is_err());
+    }
+
+    #[test]
+    fn yaml_errors_name_the_line_duplicates_included() {
+        let err = Config::parse("root_dir: /a\nmax_revisions: 2\nroot_dir: /b\n").unwrap_err();
+        assert_eq!(err.message, "invalid YAML at line 3, column 1: duplicate key \"root_dir\"");
+        let err = Config::parse("root_dir: [/a\nlog_dir: /b\n").unwrap_err();
+        assert!(err.message.starts_with("invalid YAML at line 2, column "), "{}", err.message);
+        let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
+                    c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n\
+                    e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n";
+        let err = Config::parse(bomb).unwrap_err();
+        assert!(err.message.starts_with("invalid YAML at line "), "{}", err.message);
+        let deep = format!("root_dir: {}{}\n", "[".repeat(40), "]".repeat(40));
+        assert!(Config::parse(&deep).unwrap_err().message.contains("nested more than 32 levels"));
     }
 
     #[test]

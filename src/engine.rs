@@ -165,7 +165,8 @@ impl<'a> Engine<'a> {
         journal::fsync_dir(&dir).map_err(|e| e.to_string())?;
         self.root.write_pointer(&d.group_id, Pointer::MostRecent, &dir).map_err(|e| e.to_string())?;
         state::apply_retention(&self.root, &d.group_id, self.config.max_revisions, &dir).map_err(|e| e.to_string())?;
-        AppSpec::load(&archive, &d.appspec_filename).map_err(|e| e.to_string())?;
+        let appspec = AppSpec::load(&archive, &d.appspec_filename).map_err(|e| e.to_string())?;
+        appspec.check_setuid(self.config.unpack.allow_setuid).map_err(|e| e.to_string())?;
         Ok(Diagnostic::success(format!("unpacked {} entries, {} bytes", report.entries, report.bytes)))
     }
 
@@ -224,6 +225,7 @@ impl<'a> Engine<'a> {
         let dir = self.deployment_dir(d);
         let archive = dir.join(state::ARCHIVE_DIR);
         let appspec = AppSpec::load(&archive, &d.appspec_filename).map_err(|e| e.to_string())?;
+        appspec.check_setuid(self.config.unpack.allow_setuid).map_err(|e| e.to_string())?;
         let cleanup_list = self.root.cleanup_list(&d.group_id);
         let request = install::Request {
             archive_dir: &archive,

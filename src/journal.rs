@@ -14,9 +14,12 @@ use crate::sys;
 pub const TEMP_PREFIX: &str = ".edgedeploy-tmp.";
 
 /// The temporary sibling of `path` used while `path` is being written.
+/// Built from the name's bytes: two names that are not UTF-8 never share
+/// a temporary.
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    path.with_file_name(format!("{TEMP_PREFIX}{name}"))
+    let mut name = std::ffi::OsString::from(TEMP_PREFIX);
+    name.push(path.file_name().unwrap_or_default());
+    path.with_file_name(name)
 }
 
 /// Replaces `path` with `bytes` atomically and durably: after a crash at any

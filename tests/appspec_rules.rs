@@ -2,6 +2,8 @@
 //! per rule, error messages naming the key and the value, the documented
 //! permission examples, and loading from a revision directory.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,7 +30,16 @@ fn refuse(body: &str) -> String {
 fn refuse_text(text: &str) -> String {
     match AppSpec::parse(text) {
         Ok(spec) => panic!("expected {text:?} to be refused, got {spec:?}"),
-        Err(e) => e.message,
+        Err(e) => without_line(e.message),
+    }
+}
+
+/// The message without its trailing ` (line N)` (checked by
+/// `validation_errors_give_the_line_of_the_offending_key`).
+fn without_line(message: String) -> String {
+    match message.rsplit_once(" (line ") {
+        Some((head, tail)) if tail.strip_suffix(')').is_some_and(|n| n.parse::<usize>().is_ok()) => head.to_string(),
+        _ => message,
     }
 }
 
@@ -680,7 +691,7 @@ impl Drop for TempDir {
 fn load_error(dir: &Path, name: &str) -> String {
     match AppSpec::load(dir, name) {
         Ok(spec) => panic!("expected load of {name} to fail, got {spec:?}"),
-        Err(e) => e.message,
+        Err(e) => without_line(e.message),
     }
 }
 
@@ -776,4 +787,331 @@ fn load_refuses_non_utf8() {
     let dir = TempDir::new();
     dir.write("appspec.yml", b"version: 0.0\nos: linux\n# \xff\xfe\n");
     assert_has(&load_error(&dir.0, "appspec.yml"), "is not UTF-8 text");
+}
+
+// ---------------------------------------------------------------- hostile YAML (issue 9, point 5)
+
+#[test]
+fn duplicate_keys_are_refused_at_the_line_of_the_second_key() {
+    let message = refuse("hooks:\n  AfterInstall:\n    - location: a.sh\n  BeforeInstall: []\n  AfterInstall: []\n");
+    assert_starts(&message, "invalid YAML at line 7, column 3: hooks: duplicate key \"AfterInstall\"");
+    let message = refuse("files:\n  - source: /\n    destination: /srv\n    source: /b\n");
+    assert_starts(&message, "invalid YAML at line 6, column 5: files[0]: duplicate key \"source\"");
+    let message = refuse_text("version: 0.0\nos: linux\nversion: 0.0\n");
+    assert_starts(&message, "invalid YAML at line 3, column 1: duplicate key \"version\"");
+}
+
+#[test]
+fn validation_errors_give_the_line_of_the_offending_key() {
+    let line = |text: &str| AppSpec::parse(&format!("{HEAD}{text}")).err().map(|e| e.message).unwrap_or_default();
+    let text = "files:\n  - source: a\n    destination: /srv\n  - source: b\n\n    destination: relative\n";
+    assert_eq!(line(text), "files[1].destination: \"relative\" is not an absolute path (line 8)");
+    let text = "permissions:\n  - object: /srv\n    mode: 0999\n";
+    assert_starts(&line(text), "permissions[0].mode: \"0999\" is not an octal mode");
+    assert!(line(text).ends_with(" (line 5)"), "{}", line(text));
+    let text = "files:\n  - source: a\n    destination: /srv\n    sorce: b\n";
+    assert_starts(&line(text), "files[0]: unknown key \"sorce\"");
+    assert!(line(text).ends_with(" (line 6)"), "{}", line(text));
+    let text = "hooks:\n  AfterInstall:\n    - location: a.sh\n      timeout: 0\n";
+    assert_eq!(line(text), "hooks.AfterInstall[0].timeout: 0 is not a timeout: give at least 1 second (line 6)");
+    assert_eq!(line("Hooks: {}\n"), "Hooks: unknown key (keys are lowercase: hooks) (line 3)");
+    let text = "hooks:\n  BeforeInstall: []\n  AfterInstal: []\n";
+    assert_starts(&line(text), "hooks: unknown lifecycle event \"AfterInstal\"");
+    assert!(line(text).ends_with(" (line 5)"), "{}", line(text));
+    // No key to point at: no line.
+    let missing = AppSpec::parse("version: 0.0\n").err().map(|e| e.message);
+    assert_eq!(missing.as_deref(), Some("os: missing (write os: linux)"));
+}
+
+/// A YAML case built by name, parsed in a child process (see
+/// `hostile_yaml_child`), which reports its peak memory and time.
+fn hostile_yaml(case: &str) -> String {
+    let size = MAX_APPSPEC_SIZE as usize - HEAD.len() - 16;
+    let body = match case {
+        // Deep flow nesting: quadratic time in libyaml without the pre-scan.
+        "deep_flow" => format!("x: {}{}", "[".repeat(size / 2), "]".repeat(size / 2)),
+        // Deep block nesting, as deep as the size cap allows.
+        "deep_block" => {
+            let mut text = "x:\n".to_string();
+            let mut indent = 1;
+            while text.len() + indent * 2 + 3 < size {
+                text.push_str(&format!("{}- \n", " ".repeat(indent)));
+                indent += 1;
+            }
+            text
+        }
+        // "Billion laughs": ten uses of the level below, nine levels.
+        "alias_bomb" => {
+            let mut text = "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n".to_string();
+            for i in 1..10 {
+                text.push_str(&format!("l{i}: &l{i} [{}]\n", vec![format!("*l{}", i - 1); 10].join(", ")));
+            }
+            text
+        }
+        // One big anchored list used many times: few jumps, many values.
+        "alias_wide" => {
+            let mut text = format!("a: &a [{}]\nb: [", "x, ".repeat(40_000));
+            text.push_str(&"*a, ".repeat(1000));
+            text.push_str("]\n");
+            text
+        }
+        // As many values as the size cap allows, no aliases.
+        "many_values" => format!("x: [{}]\n", "1,".repeat(size / 2 - 4)),
+        // Keys without values in a flow map: two events per ','.
+        "implicit_nulls" => format!("x: {{{}}}\n", "a,".repeat(size / 2 - 4)),
+        // Just under the pre-scan's bound: the most events it lets through.
+        "most_events" => format!("x: {{{}}}\n", "a,".repeat(49_990)),
+        "baseline" => String::new(),
+        other => panic!("unknown case {other}"),
+    };
+    format!("{HEAD}{body}")
+}
+
+/// Run only by `hostile_yaml_is_refused_in_bounded_time_and_memory`, in a
+/// child process of its own so that its peak memory can be read.
+#[test]
+#[ignore = "run as a child process by hostile_yaml_is_refused_in_bounded_time_and_memory"]
+fn hostile_yaml_child() {
+    let Ok(case) = std::env::var("APPSPEC_HOSTILE_CASE") else { return };
+    let text = hostile_yaml(&case);
+    let started = std::time::Instant::now();
+    let result = AppSpec::parse(&text);
+    let elapsed = started.elapsed();
+    let status = fs::read_to_string("/proc/self/status").expect("status");
+    let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM").to_string();
+    let message = result.err().map(|e| e.message).unwrap_or_else(|| "accepted".into());
+    println!("RESULT\t{}\t{}\t{}", elapsed.as_millis(), hwm.split_whitespace().nth(1).unwrap_or("0"), message);
+}
+
+#[test]
+fn hostile_yaml_is_refused_in_bounded_time_and_memory() {
+    let exe = std::env::current_exe().expect("test binary");
+    let baseline = child_run(&exe, "baseline");
+    assert_eq!(baseline.2, "accepted");
+    for (case, expected) in [
+        ("deep_flow", "'[' and '{' in"),
+        ("deep_block", "nested more than 32 levels deep"),
+        ("alias_bomb", "invalid YAML at line"),
+        ("alias_wide", "values (each use of an alias counts"),
+        ("many_values", "lines and ',' ':' '-' '[' '{' '?' characters"),
+        ("implicit_nulls", "lines and ',' ':' '-' '[' '{' '?' characters"),
+        ("most_events", "duplicate key \"a\""),
+    ] {
+        let (millis, kib, message) = child_run(&exe, case);
+        eprintln!("{case}: {millis} ms, VmHWM {kib} kB (baseline {} kB): {message}", baseline.1);
+        assert!(message.contains(expected), "{case}: {message:?} does not contain {expected:?}");
+        assert!(message.starts_with("invalid YAML at line "), "{case}: no line in {message:?}");
+        // Debug build, shared CI cores: generous, but far below the
+        // minutes (deep_flow) or gigabytes (alias cases) without the bounds.
+        assert!(millis < 20_000, "{case} took {millis} ms");
+        assert!(kib.saturating_sub(baseline.1) < 64 * 1024, "{case} peaked at {kib} kB");
+    }
+}
+
+/// Runs `hostile_yaml_child` for `case`: (milliseconds, peak kB, message).
+fn child_run(exe: &Path, case: &str) -> (u128, u64, String) {
+    let out = std::process::Command::new(exe)
+        .args(["--ignored", "--exact", "hostile_yaml_child", "--nocapture", "--test-threads=1"])
+        .env("APPSPEC_HOSTILE_CASE", case)
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let at = stdout.find("RESULT\t").unwrap_or_else(|| panic!("child: {stdout}"));
+    let line = stdout[at..].lines().next().unwrap_or_default();
+    let mut fields = line.splitn(4, '\t').skip(1);
+    let millis = fields.next().and_then(|f| f.parse().ok()).expect("millis");
+    let kib = fields.next().and_then(|f| f.parse().ok()).expect("kib");
+    (millis, kib, fields.next().unwrap_or_default().to_string())
+}
+
+// ---------------------------------------------------------------- AppSpec values (issue 9, point 7)
+
+#[test]
+fn permission_ids_that_chown_takes_as_no_change_are_refused() {
+    for (body, culprit) in [
+        ("owner: -1", "permissions[0].owner: -1 is not a usable id"),
+        ("owner: 4294967295", "permissions[0].owner: 4294967295 is not a usable id"),
+        ("owner: \"4294967295\"", "permissions[0].owner: 4294967295 is not a usable id"),
+        ("group: 4294967296", "permissions[0].group: 4294967296 is not a usable id"),
+        ("group: \"-1\"", "permissions[0].group: -1 is not a usable id"),
+        ("group: 18446744073709551616", "permissions[0].group: integer 18446744073709551616 is out of range"),
+    ] {
+        let message = refuse_permission(&format!("    {body}\n"));
+        assert_has(&message, culprit);
+    }
+    assert_eq!(permission("    owner: 4294967294\n").owner.as_deref(), Some("4294967294"));
+    let message = refuse("hooks:\n  AfterInstall:\n    - location: a.sh\n      runas: \" 4294967295 \"\n");
+    assert_starts(&message, "hooks.AfterInstall[0].runas: 4294967295 is not a usable id");
+}
+
+/// A sandbox for the deploy-local tests below, with `dest` as destination.
+fn deploy_sandbox(name: &str) -> common::Sandbox {
+    common::Sandbox::new(&format!("appspec-{name}"))
+}
+
+/// Every path under `dir`, with `/` after directories, sorted.
+fn layout(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let rel = format!("{:?}", path.strip_prefix(base).unwrap_or(&path));
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(format!("{rel}/"));
+                walk(base, &path, out);
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn permissions_setuid_mode_obeys_allow_setuid() {
+    let sb = deploy_sandbox("setuid");
+    let dest = sb.path("dest");
+    let spec = format!(
+        "version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: {0}\n\
+         permissions:\n  - object: {0}\n    pattern: \"*.bin\"\n    mode: 644\n  \
+         - object: {0}\n    pattern: run\n    mode: 4755\n    type: [file]\n",
+        dest.display()
+    );
+    let bundle = sb.bundle("v1", &[("appspec.yml", &spec), ("app/run", "#!/bin/sh\n"), ("app/x.bin", "x")]);
+    let out = sb.deploy(&["-l", bundle.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let err = common::stderr(&out);
+    assert!(err.contains("permissions[1].mode: 4755 sets the setuid bit"), "{err}");
+    assert!(err.contains("allow_setuid: true"), "{err}");
+    assert!(!dest.exists(), "nothing installed: {:?}", layout(&dest));
+
+    sb.write_config("allow_setuid: true\n");
+    common::assert_success(&sb.deploy(&["-l", bundle.to_str().expect("utf-8")]));
+    assert_eq!(common::mode(&dest.join("run")), 0o4755);
+    assert_eq!(common::mode(&dest.join("x.bin")), 0o644);
+}
+
+#[test]
+fn permissions_setgid_on_directories_obeys_allow_setuid_too() {
+    let spec =
+        "version: 0.0\nos: linux\npermissions:\n  - object: /srv/shared\n    mode: 2775\n    type: [directory]\n";
+    let spec = AppSpec::parse(spec).expect("parses");
+    let message = spec.check_setuid(false).err().map(|e| e.message).unwrap_or_default();
+    assert_starts(&message, "permissions[0].mode: 2775 sets the setgid bit");
+    assert!(spec.check_setuid(true).is_ok());
+}
+
+#[test]
+fn mappings_needing_one_path_as_file_and_directory_are_both_named() {
+    let sb = deploy_sandbox("clash");
+    let dest = sb.path("dest");
+    fs::create_dir_all(dest.join("kept")).expect("dest");
+    fs::write(dest.join("kept/old.txt"), "old").expect("old");
+    let before = layout(&dest);
+    let spec = format!(
+        "version: 0.0\nos: linux\nfiles:\n  - source: conf\n    destination: {0}\n  \
+         - source: tree\n    destination: {0}\n",
+        dest.display()
+    );
+    let bundle = sb.bundle("v1", &[("appspec.yml", &spec), ("conf", "a file"), ("tree/conf/app.ini", "x=1")]);
+    let out = sb.deploy(&["-l", bundle.to_str().expect("utf-8"), "--file-exists-behavior", "OVERWRITE"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let err = common::stderr(&out);
+    let expected = format!(
+        "cannot install {0}/conf: files[1] (source \"tree\", destination \"{0}\") needs a directory there and \
+         files[0] (source \"conf\", destination \"{0}\") a file",
+        dest.display()
+    );
+    assert!(err.contains(&expected), "{err}");
+    assert!(!err.contains(".edgedeploy-tmp"), "{err}");
+    assert_eq!(layout(&dest), before, "nothing changed at the destination");
+}
+
+// ---------------------------------------------------------------- exact file names (issue 9, point 6)
+
+#[test]
+fn file_names_that_are_not_utf8_survive_the_cleanup_list_and_a_redeploy() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let sb = deploy_sandbox("bytes");
+    let dest = sb.path("dest");
+    let spec = format!("version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: {}\n", dest.display());
+    let bundle = sb.bundle("v1", &[("appspec.yml", &spec), ("app/plain.txt", "plain")]);
+    // Two names that differ only in bytes that are not UTF-8 (the same
+    // name once made "lossy"), and one in a directory that is not UTF-8.
+    let latin1 = OsStr::from_bytes(b"caf\xe9.txt");
+    let other = OsStr::from_bytes(b"caf\xe8.txt");
+    let odd_dir = OsStr::from_bytes(b"d\xff");
+    fs::write(bundle.join("app").join(latin1), "latin1").expect("write");
+    fs::write(bundle.join("app").join(other), "other").expect("write");
+    fs::create_dir(bundle.join("app").join(odd_dir)).expect("dir");
+    fs::write(bundle.join("app").join(odd_dir).join("inner"), "inner").expect("write");
+    let bundle_arg = bundle.to_str().expect("utf-8");
+
+    common::assert_success(&sb.deploy(&["-l", bundle_arg]));
+    let group_list = fs::read_dir(sb.root().join("deployment-instructions"))
+        .expect("instructions")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-cleanup"))
+        .expect("a cleanup list");
+    let listed = fs::read(&group_list).expect("list");
+    for name in [latin1, other] {
+        let mut line = dest.as_os_str().as_bytes().to_vec();
+        line.extend_from_slice(b"/");
+        line.extend_from_slice(name.as_bytes());
+        line.push(b'\n');
+        assert!(
+            listed.windows(line.len()).any(|w| w == line),
+            "{:?} not in {:?}",
+            name,
+            String::from_utf8_lossy(&listed)
+        );
+    }
+    assert_eq!(fs::read(dest.join(latin1)).expect("installed"), b"latin1");
+    assert_eq!(fs::read(dest.join(other)).expect("installed"), b"other");
+    let first = layout(&dest);
+
+    // The same revision again: every name is ours, nothing conflicts.
+    let out = sb.deploy(&["-l", bundle_arg]);
+    common::assert_success(&out);
+    assert_eq!(layout(&dest), first);
+    assert_eq!(fs::read(&group_list).expect("list"), listed);
+
+    // A revision without them: they are removed as ours.
+    fs::remove_file(bundle.join("app").join(other)).expect("rm");
+    fs::remove_dir_all(bundle.join("app").join(odd_dir)).expect("rm");
+    common::assert_success(&sb.deploy(&["-l", bundle_arg]));
+    assert!(!dest.join(other).exists() && !dest.join(odd_dir).exists(), "{:?}", layout(&dest));
+    assert_eq!(fs::read(dest.join(latin1)).expect("kept"), b"latin1");
+}
+
+#[test]
+fn file_names_that_are_not_utf8_in_a_tar_bundle_redeploy() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let sb = deploy_sandbox("bytes-tar");
+    let dest = sb.path("dest");
+    let spec = format!("version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: {}\n", dest.display());
+    let bundle = sb.bundle("v1", &[("appspec.yml", &spec), ("app/plain.txt", "plain")]);
+    let names = [OsStr::from_bytes(b"caf\xe9.txt"), OsStr::from_bytes(b"caf\xe8.txt")];
+    for name in names {
+        fs::write(bundle.join("app").join(name), name.as_bytes()).expect("write");
+    }
+    let tar = sb.path("v1.tar");
+    let status = std::process::Command::new("tar").arg("cf").arg(&tar).arg("-C").arg(&bundle).arg(".").status();
+    assert!(status.is_ok_and(|s| s.success()), "the tar tool is needed to build the bundle");
+    let tar_arg = tar.to_str().expect("utf-8");
+    for attempt in ["first", "again"] {
+        let out = sb.deploy(&["-l", tar_arg, "-t", "tar"]);
+        assert!(out.status.success(), "{attempt}: {}", common::stderr(&out));
+        for name in names {
+            assert_eq!(fs::read(dest.join(name)).expect("installed"), name.as_bytes(), "{attempt}");
+        }
+    }
 }

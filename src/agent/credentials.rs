@@ -44,7 +44,8 @@ pub struct OnPremises {
 
 /// Parses an on-premises file's text (keys with or without a leading colon).
 pub fn parse_on_premises(text: &str) -> Result<OnPremises, String> {
-    let value: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    // The same bounds as the AppSpec and the agent configuration (depth, aliases, size).
+    let value: Value = crate::appspec::yaml::parse(text).map_err(|e| e.to_string())?;
     let mapping = match value {
         Value::Mapping(m) => m,
         Value::Null => Default::default(),

@@ -8,7 +8,7 @@ use super::mode::radix_modes;
 use super::paths::{absolute_path, revision_path};
 use super::permissions::parse_permissions;
 use super::value::{Fields, Result, as_list, as_str, entries, error, expected, index_path, quote, show};
-use super::{AppSpec, AppSpecError, FileExistsBehavior, FileMapping, MAX_APPSPEC_SIZE};
+use super::{AppSpec, AppSpecError, FileExistsBehavior, FileMapping, MAX_APPSPEC_SIZE, yaml};
 
 const TOP_LEVEL_KEYS: &[&str] = &["version", "os", "files", "file_exists_behavior", "permissions", "hooks"];
 
@@ -20,15 +20,20 @@ pub(super) fn parse(text: &str) -> Result<AppSpec> {
             format!("the AppSpec is {} bytes, more than the {MAX_APPSPEC_SIZE} allowed", text.len()),
         ));
     }
-    let doc: Value = serde_yaml::from_str(text).map_err(|e| yaml_error(&e))?;
+    let doc: Value = yaml::parse(text).map_err(|e| yaml_error(&e))?;
+    validate(&doc, text).map_err(|e| with_line(e, text))
+}
+
+/// Checks the parsed document (see [`AppSpec::parse`]).
+fn validate(doc: &Value, text: &str) -> Result<AppSpec> {
     if doc.is_null() {
         return Err(error("", "the AppSpec is empty (it needs at least version: 0.0 and os: linux)"));
     }
     if !doc.is_mapping() {
-        return Err(expected("", "a map of AppSpec sections at the top level", &doc));
+        return Err(expected("", "a map of AppSpec sections at the top level", doc));
     }
-    check_top_level_keys(&doc)?;
-    let fields = Fields::new("", &doc, TOP_LEVEL_KEYS)?;
+    check_top_level_keys(doc)?;
+    let fields = Fields::new("", doc, TOP_LEVEL_KEYS)?;
     check_version(fields.get("version"))?;
     check_os(fields.get("os"))?;
     Ok(AppSpec {
@@ -39,18 +44,35 @@ pub(super) fn parse(text: &str) -> Result<AppSpec> {
     })
 }
 
-/// Malformed YAML: serde_yaml's message with its line and column.
-fn yaml_error(e: &serde_yaml::Error) -> AppSpecError {
-    let hint = if e.to_string().contains("alias") {
+/// A validation error with the line of the key its message starts with:
+/// `files[1].destination: "x" is not an absolute path (line 7)`; for an
+/// unknown key or event, the line of that key. Unchanged when there is no
+/// such key.
+fn with_line(e: AppSpecError, text: &str) -> AppSpecError {
+    let Some((path, rest)) = e.message.split_once(": ") else { return e };
+    let Some(steps) = yaml::steps(path) else { return e };
+    let unknown = ["unknown key \"", "unknown lifecycle event \""]
+        .iter()
+        .find_map(|prefix| rest.strip_prefix(prefix))
+        .and_then(|r| r.split_once('"'))
+        .map(|(key, _)| key);
+    let line = unknown
+        .and_then(|key| yaml::line_of_path(text, &[steps.as_slice(), &[yaml::Step::Key(key.to_string())]].concat()))
+        .or_else(|| yaml::line_of_path(text, &steps));
+    match line {
+        Some(line) => AppSpecError { message: format!("{} (line {line})", e.message) },
+        None => e,
+    }
+}
+
+/// Malformed YAML: the message with its line (and column).
+fn yaml_error(e: &yaml::YamlError) -> AppSpecError {
+    let hint = if e.message.contains("while scanning an alias") {
         " (a value starting with * must be quoted, e.g. pattern: \"*.txt\")"
     } else {
         ""
     };
-    let message = match e.location() {
-        Some(at) => format!("invalid YAML at line {}, column {}: {e}{hint}", at.line(), at.column()),
-        None => format!("invalid YAML: {e}{hint}"),
-    };
-    AppSpecError { message }
+    AppSpecError { message: format!("{e}{hint}") }
 }
 
 /// Unknown top-level keys, with a specific word for the usual mistakes.

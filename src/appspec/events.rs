@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use super::paths::script_location;
-use super::value::{Fields, Result, as_list, as_str, entries, error, index_path, key_path, name_or_id, quote, show};
+use super::value::{Fields, Result, as_list, as_str, entries, error, id_or_name, index_path, key_path, quote, show};
 use super::{LifecycleEvent, Script};
 
 /// Default and maximum script timeout, and the most the timeouts written
@@ -146,11 +146,12 @@ fn parse_timeout(path: &str, value: &Value) -> Result<u64> {
     }
 }
 
-/// A user name (trimmed, as CodeDeploy does) or numeric id.
+/// A user name (trimmed, as CodeDeploy does) or numeric id (not one that
+/// setuid(2) cannot take: -1, 4294967295, beyond 32 bits).
 fn parse_runas(path: &str, value: &Value) -> Result<String> {
     match value {
-        Value::String(s) => name_or_id(path, &Value::String(s.trim().to_string())),
-        other => name_or_id(path, other),
+        Value::String(s) => id_or_name(path, &Value::String(s.trim().to_string())),
+        other => id_or_name(path, other),
     }
 }
 

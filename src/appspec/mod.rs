@@ -2,7 +2,8 @@
 //!
 //! INTERFACE (owned by the appspec work; other modules rely on these types).
 //!
-//! The text is parsed into a `serde_yaml::Value` and validated by hand, so
+//! The text is parsed into a `serde_yaml::Value` within bounds (see
+//! `yaml.rs`: size, nesting, aliases, duplicate keys) and validated by hand, so
 //! that every error names the key path and the value, e.g.
 //! `files[1].destination: "relative/dir" is not an absolute path`. What is
 //! accepted, and where it differs from CodeDeploy, is in `docs/appspec.md`.
@@ -19,6 +20,7 @@ mod mode;
 mod paths;
 mod permissions;
 mod value;
+pub(crate) mod yaml;
 
 /// The AppSpec file name a revision has unless the deployment names
 /// another; `appspec.yaml` is tried when it is missing.
@@ -233,6 +235,16 @@ impl AppSpec {
     /// most [`MAX_APPSPEC_SIZE`] bytes of UTF-8.
     pub fn load(archive_dir: &Path, filename: &str) -> Result<AppSpec, AppSpecError> {
         load::load(archive_dir, filename)
+    }
+
+    /// Refuses setuid and setgid bits in `permissions` modes unless
+    /// `allow_setuid` (the agent's `allow_setuid` switch, which rules archive
+    /// entries too). The error names the entry and its mode.
+    pub fn check_setuid(&self, allow_setuid: bool) -> Result<(), AppSpecError> {
+        match permissions::setuid_problem(&self.permissions).filter(|_| !allow_setuid) {
+            Some(message) => Err(AppSpecError { message }),
+            None => Ok(()),
+        }
     }
 
     /// The scripts for `event` (empty when the AppSpec has none).

@@ -6,7 +6,7 @@ use serde_yaml::Value;
 
 use super::mode::{RadixMode, parse_mode};
 use super::paths::absolute_path;
-use super::value::{Fields, Result, as_list, as_str, error, index_path, name_or_id, quote, show};
+use super::value::{Fields, Result, as_list, as_str, error, id_or_name, index_path, name_or_id, quote, show};
 use super::{ObjectType, Permission, SelinuxContext, glob};
 
 const PERMISSION_KEYS: &[&str] = &["object", "pattern", "except", "owner", "group", "mode", "acls", "context", "type"];
@@ -30,13 +30,30 @@ fn parse_permission(path: &str, value: &Value, radix: &[RadixMode]) -> Result<Pe
         None => EVERYTHING.to_string(),
     };
     let except = string_list(&fields.path_of("except"), fields.get("except"), parse_except)?;
-    let owner = fields.get("owner").map(|v| name_or_id(&fields.path_of("owner"), v)).transpose()?;
-    let group = fields.get("group").map(|v| name_or_id(&fields.path_of("group"), v)).transpose()?;
+    let owner = fields.get("owner").map(|v| id_or_name(&fields.path_of("owner"), v)).transpose()?;
+    let group = fields.get("group").map(|v| id_or_name(&fields.path_of("group"), v)).transpose()?;
     let mode = fields.get("mode").map(|v| parse_mode(&fields.path_of("mode"), v, radix)).transpose()?;
     let acls = string_list(&fields.path_of("acls"), fields.get("acls"), parse_acl)?;
     let context = fields.get("context").map(|v| parse_context(&fields.path_of("context"), v)).transpose()?;
     let types = parse_types(&fields.path_of("type"), fields.get("type"))?;
     Ok(Permission { object, pattern, except, owner, group, mode, acls, context, types })
+}
+
+/// The first `permissions` entry whose `mode` has the setuid or setgid bit
+/// (refused unless the agent allows them, as for archive entries).
+pub(super) fn setuid_problem(permissions: &[Permission]) -> Option<String> {
+    permissions.iter().enumerate().find_map(|(i, p)| {
+        let mode = p.mode.filter(|m| m & 0o6000 != 0)?;
+        let bits = match (mode & 0o4000 != 0, mode & 0o2000 != 0) {
+            (true, true) => "the setuid and setgid bits",
+            (true, false) => "the setuid bit",
+            _ => "the setgid bit",
+        };
+        Some(format!(
+            "permissions[{i}].mode: {mode:04o} sets {bits}, which the agent refuses as it does in archive entries \
+             (set allow_setuid: true in the agent configuration to allow it)"
+        ))
+    })
 }
 
 /// A list whose items are parsed by `item` (null: empty list).
@@ -289,6 +306,42 @@ mod tests {
         for bad in ["", "0", "s", "s3-s1", "s0:c1024", "s0:c5.c1", "s0:", "s0-s1-s2", "s0:x1"] {
             assert!(parse_range("r", &v(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn owners_and_groups_that_chown_would_ignore_are_refused() {
+        let yaml = |t: &str| serde_yaml::from_str::<Value>(t).expect("yaml");
+        for ok in ["0", "1000", "4294967294", "\"4294967294\"", "bob", "\"007\""] {
+            assert!(id_or_name("permissions[0].owner", &yaml(ok)).is_ok(), "{ok}");
+        }
+        for bad in ["-1", "\"-1\"", "4294967295", "\"4294967295\"", "4294967296", "\"99999999999999999999\"", "-2"] {
+            let message = id_or_name("permissions[0].owner", &yaml(bad)).unwrap_err().message;
+            assert!(message.starts_with("permissions[0].owner: "), "{message}");
+            assert!(message.contains("is not a usable id: -1 (4294967295) means \"leave unchanged\""), "{message}");
+        }
+    }
+
+    #[test]
+    fn setuid_and_setgid_modes_are_found_with_their_entry() {
+        let entry = |mode| Permission {
+            object: "/srv".into(),
+            pattern: EVERYTHING.into(),
+            except: vec![],
+            owner: None,
+            group: None,
+            mode,
+            acls: vec![],
+            context: None,
+            types: vec![],
+        };
+        assert_eq!(setuid_problem(&[entry(Some(0o755)), entry(Some(0o1777)), entry(None)]), None);
+        let message = setuid_problem(&[entry(Some(0o644)), entry(Some(0o2775))]).unwrap_or_default();
+        assert!(
+            message.starts_with("permissions[1].mode: 2775 sets the setgid bit, which the agent refuses"),
+            "{message}"
+        );
+        let message = setuid_problem(&[entry(Some(0o6755))]).unwrap_or_default();
+        assert!(message.contains("6755 sets the setuid and setgid bits"), "{message}");
     }
 
     #[test]

@@ -132,6 +132,36 @@ pub(super) fn name_or_id(path: &str, value: &Value) -> Result<String> {
     Ok(text)
 }
 
+/// The id chown(2) reads as "leave unchanged" ((uid_t)-1).
+pub(super) const UNCHANGED_ID: u32 = u32::MAX;
+
+/// An `owner`, `group` or `runas`: a name, or a numeric id (integer or digits in a
+/// string) that chown(2) really sets: -1, 4294967295 and ids beyond 32 bits
+/// would mean "leave unchanged" to it (or wrap around to that), so they are
+/// refused rather than silently doing nothing.
+pub(super) fn id_or_name(path: &str, value: &Value) -> Result<String> {
+    let text = match value {
+        Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return name_or_id(path, value),
+    };
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(&text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return name_or_id(path, value);
+    }
+    match text.parse::<u32>() {
+        Ok(id) if id != UNCHANGED_ID => Ok(text),
+        _ => Err(error(
+            path,
+            format!(
+                "{text} is not a usable id: -1 ({UNCHANGED_ID}) means \"leave unchanged\" to chown(2) (setuid(2) \
+                 refuses it), and ids beyond 32 bits cannot be set (ids go from 0 to {})",
+                UNCHANGED_ID - 1
+            ),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

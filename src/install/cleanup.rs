@@ -3,27 +3,45 @@
 //! directory that installs of the group put on disk. It is written ahead of
 //! each change, so after a crash it covers whatever the install created.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::journal;
 use crate::sys::at;
 
-/// Reads the list; empty when there is none.
+/// Reads the list; empty when there is none. Names are taken byte for
+/// byte: a name that is not UTF-8 is listed as its bytes, so it matches the
+/// file on disk when the same revision is deployed again.
 pub fn read(list: &Path) -> io::Result<Vec<PathBuf>> {
-    let text = journal::read_optional(list)?.unwrap_or_default();
-    Ok(text.lines().filter(|l| l.starts_with('/')).map(PathBuf::from).collect())
+    let bytes = match fs::read(list) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(journal::with_path(e, "reading", list)),
+    };
+    Ok(bytes
+        .split(|b| *b == b'\n')
+        .filter(|line| line.starts_with(b"/"))
+        .map(|line| PathBuf::from(OsStr::from_bytes(line)))
+        .collect())
 }
 
-/// Replaces the list atomically and durably.
+/// Replaces the list atomically and durably, each path as its bytes. A path
+/// with a newline cannot be listed (the planner refuses such names first).
 pub fn write(list: &Path, paths: &[PathBuf]) -> io::Result<()> {
-    let mut text = String::with_capacity(paths.len() * 48);
+    let mut bytes = Vec::with_capacity(paths.len() * 48);
     for path in paths {
-        text.push_str(&path.to_string_lossy());
-        text.push('\n');
+        let name = path.as_os_str().as_bytes();
+        if name.contains(&b'\n') {
+            let message = format!("{path:?}: a name with a newline cannot be recorded in the cleanup list");
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+        }
+        bytes.extend_from_slice(name);
+        bytes.push(b'\n');
     }
-    journal::write_atomic(list, text.as_bytes())
+    journal::write_atomic(list, &bytes)
 }
 
 /// Removes what a crashed install may have left half-written: the temporary
@@ -82,5 +100,30 @@ fn parent_of(path: &Path) -> Option<(at::Dir, &std::ffi::OsStr)> {
             log::warn!("not removing {}: {e}", path.display());
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStringExt;
+
+    #[test]
+    fn names_that_are_not_utf8_round_trip_byte_for_byte() {
+        let dir = std::env::temp_dir().join(format!("cleanup-bytes-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let list = dir.join("g-cleanup");
+        let odd = PathBuf::from(std::ffi::OsString::from_vec(b"/srv/app/caf\xe9 \xff\xfe.txt".to_vec()));
+        let paths = vec![PathBuf::from("/srv/app"), odd.clone(), PathBuf::from("/srv/app/caf\u{e9}.txt")];
+        write(&list, &paths).expect("write");
+        assert_eq!(read(&list).expect("read"), paths);
+        assert_eq!(
+            fs::read(&list).expect("bytes"),
+            b"/srv/app\n/srv/app/caf\xe9 \xff\xfe.txt\n/srv/app/caf\xc3\xa9.txt\n"
+        );
+        let err = write(&list, &[PathBuf::from("/srv/a\nb")]).unwrap_err();
+        assert!(err.to_string().contains("\"/srv/a\\nb\": a name with a newline cannot be recorded"), "{err}");
+        assert_eq!(read(&list).expect("read"), paths, "a refused write leaves the list as it was");
+        fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -13,19 +13,18 @@ use super::plan::{Kind, SourceItem};
 use crate::appspec::FileMapping;
 use crate::resolve::{self, Tree};
 
-/// Checks every link in `items` (whose mapping indices are `owners`)
-/// against its mapping's destination: where it leads once installed, with
+/// Checks every link in `items` against its mapping's destination: where it leads once installed, with
 /// the other links of this install and those already on disk followed as
 /// the kernel would.
 pub(super) fn check(
     items: &[SourceItem],
-    owners: &[usize],
     mappings: &[FileMapping],
     archive: &Path,
 ) -> Result<(), InstallError> {
     let planned: HashMap<&Path, &SourceItem> = items.iter().map(|i| (i.dst.as_path(), i)).collect();
     let mut steps = resolve::DEFAULT_STEPS;
-    for (item, &owner) in items.iter().zip(owners) {
+    for item in items {
+        let owner = item.mapping;
         if item.kind != Kind::Symlink {
             continue;
         }

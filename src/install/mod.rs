@@ -188,14 +188,14 @@ pub fn recover(cleanup_list: &Path) -> io::Result<usize> {
 pub fn install(request: &Request) -> Result<Report, InstallError> {
     recover(request.cleanup_list)?;
     let previous = cleanup::read(request.cleanup_list)?;
-    let (items, mappings) = collect_sources(request.archive_dir, &request.appspec.files)?;
+    let items = collect_sources(request.archive_dir, &request.appspec.files)?;
     if !request.allow_external_symlinks {
-        links::check(&items, &mappings, &request.appspec.files, request.archive_dir)?;
+        links::check(&items, &request.appspec.files, request.archive_dir)?;
     }
     let budget = Budget::new(request.max_bytes, &items)?;
     let behavior = effective_behavior(request.appspec, request.deployment_behavior);
-    let plan = plan::plan(&items, &previous, behavior, &probe).map_err(InstallError::Plan)?;
-    drop((items, mappings));
+    let plan = plan::plan(&items, &request.appspec.files, &previous, behavior, &probe).map_err(InstallError::Plan)?;
+    drop(items);
     let permissions = permissions::Resolved::new(&request.appspec.permissions, owned_objects(&plan.steps))
         .map_err(InstallError::Permissions)?;
     let owned = plan.owned();
@@ -236,13 +236,11 @@ fn probe(path: &Path) -> Option<Kind> {
 
 /// Lists what each `files` mapping puts where: a directory source's contents
 /// are merged into the destination, a file source lands in
-/// `destination/<basename>`. Returns the items and, for each, the index of
-/// its mapping. A source is resolved inside the revision: links on its way
+/// `destination/<basename>`. Each item knows the index of its mapping. A source is resolved inside the revision: links on its way
 /// are followed only while they stay inside (the source itself, if a link,
 /// is installed as a link).
-fn collect_sources(archive: &Path, mappings: &[FileMapping]) -> Result<(Vec<SourceItem>, Vec<usize>), InstallError> {
+fn collect_sources(archive: &Path, mappings: &[FileMapping]) -> Result<Vec<SourceItem>, InstallError> {
     let mut items = Vec::new();
-    let mut owners = Vec::new();
     for (index, mapping) in mappings.iter().enumerate() {
         let source = mapping.source.display().to_string();
         let rel = resolve::inside(archive, &mapping.source, false).map_err(|e| {
@@ -253,19 +251,23 @@ fn collect_sources(archive: &Path, mappings: &[FileMapping]) -> Result<(Vec<Sour
             InstallError::Source(format!("files[{index}].source {source:?} does not exist in the revision ({e})"))
         })?;
         if meta.is_dir() {
-            items.push(SourceItem { src: src.clone(), dst: mapping.destination.clone(), kind: Kind::Dir });
-            walk(&src, &mapping.destination, &mut items)?;
+            items.push(SourceItem {
+                src: src.clone(),
+                dst: mapping.destination.clone(),
+                kind: Kind::Dir,
+                mapping: index,
+            });
+            walk(&src, &mapping.destination, index, &mut items)?;
         } else {
             let name = src.file_name().unwrap_or_default();
             let kind = source_kind(&src, &meta)?;
-            items.push(SourceItem { dst: mapping.destination.join(name), src, kind });
+            items.push(SourceItem { dst: mapping.destination.join(name), src, kind, mapping: index });
         }
-        owners.resize(items.len(), index);
     }
-    Ok((items, owners))
+    Ok(items)
 }
 
-fn walk(dir: &Path, dest: &Path, items: &mut Vec<SourceItem>) -> Result<(), InstallError> {
+fn walk(dir: &Path, dest: &Path, mapping: usize, items: &mut Vec<SourceItem>) -> Result<(), InstallError> {
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| journal::with_path(e, "reading", dir))? {
         names.push(entry.map_err(|e| journal::with_path(e, "reading", dir))?.file_name());
@@ -276,11 +278,11 @@ fn walk(dir: &Path, dest: &Path, items: &mut Vec<SourceItem>) -> Result<(), Inst
         let dst = dest.join(&name);
         let meta = fs::symlink_metadata(&src).map_err(|e| journal::with_path(e, "reading", &src))?;
         if meta.is_dir() {
-            items.push(SourceItem { src: src.clone(), dst: dst.clone(), kind: Kind::Dir });
-            walk(&src, &dst, items)?;
+            items.push(SourceItem { src: src.clone(), dst: dst.clone(), kind: Kind::Dir, mapping });
+            walk(&src, &dst, mapping, items)?;
         } else {
             let kind = source_kind(&src, &meta)?;
-            items.push(SourceItem { src, dst, kind });
+            items.push(SourceItem { src, dst, kind, mapping });
         }
     }
     Ok(())

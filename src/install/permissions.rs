@@ -121,6 +121,17 @@ fn resolve(index: usize, entry: &Permission) -> Result<(Option<u32>, Option<u32>
     let uid =
         entry.owner.as_deref().map(|o| users::user(o).map(|u| u.uid)).transpose().map_err(|e| fail("owner", &e))?;
     let gid = entry.group.as_deref().map(users::group_id).transpose().map_err(|e| fail("group", &e))?;
+    // chown(2) reads (uid_t)-1 as "leave unchanged": a user or group with
+    // that id in /etc/passwd or /etc/group would silently change nothing.
+    let unchanged = |what: &str, id: Option<u32>, name: Option<&str>| match id {
+        Some(u32::MAX) => Err(fail(
+            what,
+            &format!("{:?} has id 4294967295, which chown(2) takes as \"leave unchanged\"", name.unwrap_or_default()),
+        )),
+        _ => Ok(()),
+    };
+    unchanged("owner", uid, entry.owner.as_deref())?;
+    unchanged("group", gid, entry.group.as_deref())?;
     if !entry.acls.is_empty() {
         require_tool("setfacl").map_err(|e| fail("acls", &e))?;
     }

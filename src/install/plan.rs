@@ -1,10 +1,11 @@
 //! Deciding what an install does, without touching the disk: every conflict
 //! is found here, before anything is created, replaced or deleted.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::appspec::FileExistsBehavior;
+use crate::appspec::{FileExistsBehavior, FileMapping};
 
 /// What kind of object a path is (or will be).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct SourceItem {
     pub dst: PathBuf,
     /// What it is in the archive.
     pub kind: Kind,
+    /// Index of the `files` mapping it comes from.
+    pub mapping: usize,
 }
 
 /// One step of the plan, in execution order.
@@ -93,25 +96,28 @@ pub enum PlanError {
     BadName(PathBuf),
 }
 
-/// Decides the install. `previous` is the previous install's cleanup list
-/// (paths that are ours to replace or remove); `probe` tells what is on the
-/// disk at a path now (`None`: nothing), without following a final symlink.
+/// Decides the install. `mappings` are the AppSpec's `files` (named in
+/// errors), `previous` is the previous install's cleanup list (paths that
+/// are ours to replace or remove); `probe` tells what is on the disk at a
+/// path now (`None`: nothing), without following a final symlink.
 pub fn plan(
     items: &[SourceItem],
+    mappings: &[FileMapping],
     previous: &[PathBuf],
     behavior: FileExistsBehavior,
     probe: &dyn Fn(&Path) -> Option<Kind>,
 ) -> Result<Plan, PlanError> {
     let ours: HashSet<&Path> = previous.iter().map(PathBuf::as_path).collect();
-    let mut planner = Planner { ours: &ours, probe, behavior, plan: Plan::default(), decided: HashSet::new() };
+    let mut planner =
+        Planner { ours: &ours, probe, behavior, mappings, plan: Plan::default(), decided: HashMap::new() };
     let mut conflicts = Vec::new();
     for item in items {
-        if item.dst.to_string_lossy().contains('\n') {
+        if item.dst.as_os_str().as_bytes().contains(&b'\n') {
             return Err(PlanError::BadName(item.dst.clone()));
         }
-        planner.ancestors(&item.dst)?;
+        planner.ancestors(&item.dst, item.mapping)?;
         match item.kind {
-            Kind::Dir => planner.dir(&item.dst)?,
+            Kind::Dir => planner.dir(&item.dst, item.mapping)?,
             Kind::File | Kind::Symlink => {
                 if let Some(conflict) = planner.place(item)? {
                     conflicts.push(conflict);
@@ -132,23 +138,47 @@ struct Planner<'a> {
     ours: &'a HashSet<&'a Path>,
     probe: &'a dyn Fn(&Path) -> Option<Kind>,
     behavior: FileExistsBehavior,
+    mappings: &'a [FileMapping],
     plan: Plan,
-    /// Destinations already decided, so a path is planned once.
-    decided: HashSet<PathBuf>,
+    /// Destinations already decided, so a path is planned once: whether
+    /// as a directory, and by which mapping.
+    decided: HashMap<PathBuf, (bool, usize)>,
 }
 
 impl Planner<'_> {
     /// Plans the missing parent directories of `dst`, outermost first.
-    fn ancestors(&mut self, dst: &Path) -> Result<(), PlanError> {
+    fn ancestors(&mut self, dst: &Path, mapping: usize) -> Result<(), PlanError> {
         let parents: Vec<&Path> = dst.ancestors().skip(1).filter(|p| p.parent().is_some()).collect();
         for parent in parents.into_iter().rev() {
-            self.dir(parent)?;
+            self.dir(parent, mapping)?;
         }
         Ok(())
     }
 
-    fn dir(&mut self, path: &Path) -> Result<(), PlanError> {
-        if !self.decided.insert(path.to_path_buf()) {
+    /// Records that `mapping` needs `path` (as a directory when `as_dir`):
+    /// `Ok(true)` the first time, `Ok(false)` when already decided the same
+    /// way, an error naming both mappings when another needs the other kind.
+    fn decide(&mut self, path: &Path, as_dir: bool, mapping: usize) -> Result<bool, PlanError> {
+        match self.decided.get(path) {
+            None => {
+                self.decided.insert(path.to_path_buf(), (as_dir, mapping));
+                Ok(true)
+            }
+            Some(&(dir, _)) if dir == as_dir => Ok(false),
+            Some(&(_, first)) => {
+                let (dir_mapping, file_mapping) = if as_dir { (mapping, first) } else { (first, mapping) };
+                let reason = format!(
+                    "{} needs a directory there and {} a file",
+                    describe(self.mappings, dir_mapping),
+                    describe(self.mappings, file_mapping)
+                );
+                Err(PlanError::Blocked { path: path.to_path_buf(), reason })
+            }
+        }
+    }
+
+    fn dir(&mut self, path: &Path, mapping: usize) -> Result<(), PlanError> {
+        if !self.decide(path, true, mapping)? {
             return Ok(());
         }
         let ours = self.ours.contains(path);
@@ -173,7 +203,7 @@ impl Planner<'_> {
 
     /// Plans one file or symlink; returns the path when it is a DISALLOW conflict.
     fn place(&mut self, item: &SourceItem) -> Result<Option<PathBuf>, PlanError> {
-        if !self.decided.insert(item.dst.clone()) {
+        if !self.decide(&item.dst, false, item.mapping)? {
             return Err(PlanError::Duplicate(item.dst.clone()));
         }
         let existing = (self.probe)(&item.dst);
@@ -194,6 +224,18 @@ impl Planner<'_> {
         let step = Step::Place { src: item.src.clone(), dst: item.dst.clone(), kind: item.kind };
         self.plan.steps.push(step);
         Ok(None)
+    }
+}
+
+/// `files[1] (source "b/x", destination "/srv")`.
+fn describe(mappings: &[FileMapping], index: usize) -> String {
+    match mappings.get(index) {
+        Some(m) => format!(
+            "files[{index}] (source {:?}, destination {:?})",
+            if m.source.as_os_str().is_empty() { "/".into() } else { m.source.to_string_lossy() },
+            m.destination.to_string_lossy()
+        ),
+        None => format!("files[{index}]"),
     }
 }
 
@@ -220,6 +262,7 @@ mod tests {
             src: PathBuf::from("/archive").join(dst.trim_start_matches('/')),
             dst: dst.into(),
             kind: Kind::File,
+            mapping: 0,
         }
     }
 
@@ -230,7 +273,7 @@ mod tests {
     #[test]
     fn creates_missing_ancestors_outermost_first() {
         let probe = disk(&[("/", Kind::Dir), ("/opt", Kind::Dir)]);
-        let plan = plan(&[file("/opt/app/bin/run")], &[], FileExistsBehavior::Disallow, &probe).unwrap();
+        let plan = plan(&[file("/opt/app/bin/run")], &[], &[], FileExistsBehavior::Disallow, &probe).unwrap();
         assert_eq!(plan.owned(), paths(&["/opt/app", "/opt/app/bin", "/opt/app/bin/run"]));
     }
 
@@ -238,7 +281,7 @@ mod tests {
     fn disallow_reports_every_conflict_and_plans_nothing() {
         let probe = disk(&[("/etc", Kind::Dir), ("/etc/a", Kind::File), ("/etc/b", Kind::File)]);
         let items = [file("/etc/a"), file("/etc/b"), file("/etc/c")];
-        let err = plan(&items, &[], FileExistsBehavior::Disallow, &probe).unwrap_err();
+        let err = plan(&items, &[], &[], FileExistsBehavior::Disallow, &probe).unwrap_err();
         assert_eq!(err, PlanError::Conflicts(paths(&["/etc/a", "/etc/b"])));
     }
 
@@ -246,8 +289,9 @@ mod tests {
     fn files_of_the_previous_install_are_not_conflicts() {
         let probe = disk(&[("/srv", Kind::Dir), ("/srv/app", Kind::Dir), ("/srv/app/old", Kind::File)]);
         let previous = paths(&["/srv/app", "/srv/app/old", "/srv/app/gone"]);
-        let plan = plan(&[file("/srv/app/old"), file("/srv/app/new")], &previous, FileExistsBehavior::Disallow, &probe)
-            .unwrap();
+        let plan =
+            plan(&[file("/srv/app/old"), file("/srv/app/new")], &[], &previous, FileExistsBehavior::Disallow, &probe)
+                .unwrap();
         assert_eq!(plan.steps[0], Step::AdoptDir("/srv/app".into()));
         assert_eq!(plan.owned(), paths(&["/srv/app", "/srv/app/old", "/srv/app/new"]));
         assert_eq!(plan.obsolete, paths(&["/srv/app/gone"]));
@@ -256,26 +300,27 @@ mod tests {
     #[test]
     fn retain_keeps_existing_and_overwrite_takes_it_over() {
         let probe = disk(&[("/etc", Kind::Dir), ("/etc/a", Kind::File)]);
-        let retained = plan(&[file("/etc/a")], &[], FileExistsBehavior::Retain, &probe).unwrap();
+        let retained = plan(&[file("/etc/a")], &[], &[], FileExistsBehavior::Retain, &probe).unwrap();
         assert!(retained.owned().is_empty());
         assert_eq!(retained.retained, paths(&["/etc/a"]));
-        let overwritten = plan(&[file("/etc/a")], &[], FileExistsBehavior::Overwrite, &probe).unwrap();
+        let overwritten = plan(&[file("/etc/a")], &[], &[], FileExistsBehavior::Overwrite, &probe).unwrap();
         assert_eq!(overwritten.owned(), paths(&["/etc/a"]));
     }
 
     #[test]
     fn duplicate_destination_is_refused() {
         let probe = disk(&[("/etc", Kind::Dir)]);
-        let err = plan(&[file("/etc/a"), file("/etc/a")], &[], FileExistsBehavior::Overwrite, &probe).unwrap_err();
+        let err = plan(&[file("/etc/a"), file("/etc/a")], &[], &[], FileExistsBehavior::Overwrite, &probe).unwrap_err();
         assert_eq!(err, PlanError::Duplicate("/etc/a".into()));
     }
 
     #[test]
     fn file_where_a_directory_is_needed_is_blocked_unless_ours() {
         let probe = disk(&[("/etc", Kind::Dir), ("/etc/app", Kind::File)]);
-        let err = plan(&[file("/etc/app/conf")], &[], FileExistsBehavior::Overwrite, &probe).unwrap_err();
+        let err = plan(&[file("/etc/app/conf")], &[], &[], FileExistsBehavior::Overwrite, &probe).unwrap_err();
         assert!(matches!(err, PlanError::Blocked { ref path, .. } if path == Path::new("/etc/app")));
-        let plan = plan(&[file("/etc/app/conf")], &paths(&["/etc/app"]), FileExistsBehavior::Disallow, &probe).unwrap();
+        let plan =
+            plan(&[file("/etc/app/conf")], &[], &paths(&["/etc/app"]), FileExistsBehavior::Disallow, &probe).unwrap();
         assert_eq!(plan.steps[0], Step::RemoveFirst("/etc/app".into()));
         assert_eq!(plan.steps[1], Step::CreateDir("/etc/app".into()));
     }
@@ -283,8 +328,33 @@ mod tests {
     #[test]
     fn existing_directories_not_ours_are_merged_not_owned() {
         let probe = disk(&[("/var", Kind::Dir), ("/var/www", Kind::Dir)]);
-        let dir = SourceItem { src: "/archive/www".into(), dst: "/var/www".into(), kind: Kind::Dir };
-        let plan = plan(&[dir, file("/var/www/index.html")], &[], FileExistsBehavior::Disallow, &probe).unwrap();
+        let dir = SourceItem { src: "/archive/www".into(), dst: "/var/www".into(), kind: Kind::Dir, mapping: 0 };
+        let plan = plan(&[dir, file("/var/www/index.html")], &[], &[], FileExistsBehavior::Disallow, &probe).unwrap();
         assert_eq!(plan.owned(), paths(&["/var/www/index.html"]));
+    }
+
+    fn mapping(source: &str, destination: &str) -> FileMapping {
+        FileMapping { source: source.into(), destination: destination.into() }
+    }
+
+    #[test]
+    fn a_path_needed_as_file_and_directory_names_both_mappings() {
+        let probe = disk(&[("/srv", Kind::Dir)]);
+        let mappings = [mapping("conf", "/srv"), mapping("tree", "/srv")];
+        // files[0] puts a file at /srv/conf; files[1] needs /srv/conf/ as a directory.
+        let items =
+            [SourceItem { mapping: 0, ..file("/srv/conf") }, SourceItem { mapping: 1, ..file("/srv/conf/app.ini") }];
+        let err = plan(&items, &mappings, &[], FileExistsBehavior::Overwrite, &probe).unwrap_err();
+        let reason = "files[1] (source \"tree\", destination \"/srv\") needs a directory there and \
+                      files[0] (source \"conf\", destination \"/srv\") a file";
+        assert_eq!(err, PlanError::Blocked { path: "/srv/conf".into(), reason: reason.into() });
+        // The other order: the directory first, then the file.
+        let dir = SourceItem { src: "/archive/tree".into(), dst: "/srv/conf".into(), kind: Kind::Dir, mapping: 0 };
+        let items = [dir, SourceItem { mapping: 1, ..file("/srv/conf") }];
+        let mappings = [mapping("", "/srv/conf"), mapping("conf", "/srv")];
+        let err = plan(&items, &mappings, &[], FileExistsBehavior::Overwrite, &probe).unwrap_err();
+        let reason = "files[0] (source \"/\", destination \"/srv/conf\") needs a directory there and \
+                      files[1] (source \"conf\", destination \"/srv\") a file";
+        assert_eq!(err, PlanError::Blocked { path: "/srv/conf".into(), reason: reason.into() });
     }
 }
