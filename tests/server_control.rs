@@ -557,6 +557,19 @@ fn control_api_refuses_bad_signatures_with_aws_exception_names() {
 /// Calls ListApplications signed by our own signer with X-Amz-Date `at`
 /// (epoch seconds); returns the status and the body.
 fn list_applications_signed_at(server: &ServerProcess, key: &(String, String), at: u64) -> (u16, Value) {
+    call_signed(server, key, at, "CodeDeploy_20141006.ListApplications", &[])
+}
+
+/// Calls operation `target` signed by our own signer with X-Amz-Date `at`,
+/// leaving the headers named in `unsigned` out of the signature (they are
+/// still sent); returns the status and the body.
+fn call_signed(
+    server: &ServerProcess,
+    key: &(String, String),
+    at: u64,
+    target: &str,
+    unsigned: &[&str],
+) -> (u16, Value) {
     use edgedeploy::protocol::sigv4::{self, Credentials};
     let body = b"{}";
     let amz_date = edgedeploy::clock::amz_date(at);
@@ -564,17 +577,19 @@ fn list_applications_signed_at(server: &ServerProcess, key: &(String, String), a
         ("content-type", "application/x-amz-json-1.1"),
         ("host", server.endpoint().trim_start_matches("http://")),
         ("x-amz-date", amz_date.as_str()),
-        ("x-amz-target", "CodeDeploy_20141006.ListApplications"),
+        ("x-amz-target", target),
     ]
     .iter()
     .map(|(n, v)| (n.to_string(), v.to_string()))
     .collect();
+    let signed: Vec<(String, String)> =
+        headers.iter().filter(|(n, _)| !unsigned.contains(&n.as_str())).cloned().collect();
     let payload = sigv4::sha256_hex(body);
     let request = sigv4::Request {
         method: "POST",
         path: "/",
         query: &[],
-        headers: &headers,
+        headers: &signed,
         payload_sha256: &payload,
         service: "codedeploy",
     };
@@ -606,6 +621,31 @@ fn a_signature_more_than_15_minutes_off_is_refused_as_expired() {
     }
     let (status, _) = list_applications_signed_at(&server, &key, now - 14 * 60);
     assert_eq!(status, 200, "14 minutes off is within AWS's 15");
+}
+
+/// The operation is chosen by X-Amz-Target: a signature that does not
+/// cover it would let anyone who sees one signed request replay it as any
+/// other operation. It is refused, as is one without X-Amz-Date signed;
+/// the same request with every header signed passes.
+#[test]
+fn a_signature_that_does_not_cover_x_amz_target_is_refused() {
+    let server = ServerProcess::start();
+    let key = admin_key(&server);
+    let now = edgedeploy::clock::now_epoch().0;
+    let (status, body) = call_signed(&server, &key, now, "CodeDeploy_20141006.ListApplications", &[]);
+    assert_eq!((status, &body["applications"]), (200, &json!([])), "{body}");
+    for (target, unsigned) in [
+        ("CodeDeploy_20141006.ListApplications", "x-amz-target"),
+        ("CodeDeploy_20141006.DeleteApplication", "x-amz-target"),
+        ("CodeDeployCommandService_v20141006.PollHostCommand", "x-amz-target"),
+        ("CodeDeploy_20141006.ListApplications", "x-amz-date"),
+    ] {
+        let (status, body) = call_signed(&server, &key, now, target, &[unsigned]);
+        assert_eq!(status, 403, "{target} with {unsigned} unsigned: {body}");
+        assert_eq!(body["__type"], "InvalidSignatureException", "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(&format!("'{unsigned}' must be a 'SignedHeader'")), "{message}");
+    }
 }
 
 /// The YAML of an agent configuration file.

@@ -196,6 +196,24 @@ struct ServerArgs {
     /// a directory of git repositories: repository owner/repo is DIR/owner/repo.git
     #[argh(option)]
     git_root: Option<PathBuf>,
+    /// connections open at once; at the cap, idle and unauthenticated ones are closed first (default 1024)
+    #[argh(option, default = "1024")]
+    max_connections: usize,
+    /// seconds for a TLS handshake and for request headers (default 10)
+    #[argh(option, default = "10")]
+    header_timeout: u64,
+    /// seconds a connection without a request in flight stays open (default 60)
+    #[argh(option, default = "60")]
+    idle_timeout: u64,
+    /// seconds to receive a whole body read before authentication, or a small document (default 30)
+    #[argh(option, default = "30")]
+    body_timeout: u64,
+    /// request bodies read before authentication at once (default 16)
+    #[argh(option, default = "16")]
+    preauth_bodies: usize,
+    /// serve HTTP/1.1 only (no HTTP/2, neither prior knowledge nor ALPN)
+    #[argh(switch)]
+    no_http2: bool,
 }
 
 fn main() -> ExitCode {
@@ -235,6 +253,16 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServerArgs) -> Result<(), String> {
+    let limits = server::listen::Limits {
+        max_connections: args.max_connections.max(1),
+        header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        body_timeout: Duration::from_secs(args.body_timeout.max(1)),
+        preauth_bodies: args.preauth_bodies.max(1),
+        http2: !args.no_http2,
+        ..server::listen::Limits::default()
+    };
+    let _ = server::listen::configure(limits);
     let settings = Settings {
         pickup_timeout: Duration::from_secs(args.pickup_timeout),
         event_timeout: Duration::from_secs(args.event_timeout),

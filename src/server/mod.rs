@@ -10,6 +10,7 @@ pub mod commands;
 pub mod control;
 pub mod git;
 pub mod http;
+pub mod listen;
 pub mod orchestrator;
 pub mod store;
 pub mod triggers;
@@ -105,30 +106,54 @@ pub async fn run(options: Options) -> Result<(), String> {
     let orchestrator = tokio::spawn(orchestrator::run(state.clone()));
     let signing_key = triggers::ensure_signing_key(&state.store, &options.data_dir).await?;
     let notifier = tokio::spawn(triggers::run(state.clone(), signing_key));
-    let handle = axum_server::Handle::new();
-    tokio::spawn(shutdown_on_signal(handle.clone()));
-    let scheme = if options.tls_cert.is_some() { "https" } else { "http" };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(shutdown_on_signal(stop));
+    let tls = match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key, listen::limits().http2)?),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| format!("listening on {}: {e}", options.listen))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{}", options.listen);
     crate::journal::write_atomic(&options.data_dir.join("endpoint"), format!("{url}\n").as_bytes())
         .map_err(|e| e.to_string())?;
     log::info!("edgedeploy server listening on {url} (data {})", options.data_dir.display());
-    let served = match (&options.tls_cert, &options.tls_key) {
-        (Some(cert), Some(key)) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .map_err(|e| format!("loading TLS certificate {} / key {}: {e}", cert.display(), key.display()))?;
-            axum_server::bind_rustls(options.listen, tls).handle(handle).serve(app.into_make_service()).await
-        }
-        (None, None) => axum_server::bind(options.listen).handle(handle).serve(app.into_make_service()).await,
-        _ => return Err("--tls-cert and --tls-key go together".into()),
-    };
+    listen::serve(listener, tls, app, stopped).await;
     orchestrator.abort();
     notifier.abort();
-    served.map_err(|e| format!("serving on {}: {e}", options.listen))
+    Ok(())
 }
 
-async fn shutdown_on_signal(handle: axum_server::Handle) {
+/// A TLS acceptor for the PEM certificate chain `cert` and key `key`;
+/// ALPN offers h2 when `http2`.
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    http2: bool,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| format!("reading the TLS certificate {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", cert.display()));
+    }
+    let private =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("reading the TLS key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, private))
+        .map_err(|e| format!("TLS certificate {} / key {}: {e}", cert.display(), key.display()))?;
+    config.alpn_protocols = if http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn shutdown_on_signal(stop: tokio::sync::watch::Sender<bool>) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
@@ -141,5 +166,5 @@ async fn shutdown_on_signal(handle: axum_server::Handle) {
         _ = term.recv() => {}
     }
     log::info!("shutting down");
-    handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    let _ = stop.send(true);
 }

@@ -162,13 +162,14 @@ pub async fn handle(state: &State, request: Request<Body>) -> Response {
 }
 
 /// A request body that records when it was read to its end.
-struct TrackedBody {
+pub struct TrackedBody {
     inner: Body,
     done: Arc<AtomicBool>,
 }
 
 impl TrackedBody {
-    fn wrap(request: Request<Body>) -> (Request<Body>, Arc<AtomicBool>) {
+    /// `request` with its body tracked, and the flag set at its end.
+    pub fn wrap(request: Request<Body>) -> (Request<Body>, Arc<AtomicBool>) {
         let done = Arc::new(AtomicBool::new(false));
         let tracked = request.map(|inner| Body::new(TrackedBody { inner, done: done.clone() }));
         (tracked, done)
@@ -484,7 +485,10 @@ async fn serve(ctx: &Ctx, request: Request<Body>) -> Result<Response, S3Error> {
     let query = query_pairs(&request);
     let (parts, body) = request.into_parts();
     match prepare(ctx, &parts, &headers, query).await {
-        Ok(prepared) => execute(ctx, prepared, &parts, body).await,
+        Ok(prepared) => {
+            super::listen::mark_authenticated(&parts.extensions);
+            execute(ctx, prepared, &parts, body).await
+        }
         Err(e) => Err(ingest::refuse(body, &parts.headers, e).await),
     }
 }
