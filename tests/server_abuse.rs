@@ -1,1 +1,503 @@
-//! Hostile clients against a real server (filled below).
+//! Hostile clients against a real `edgedeploy server` process: floods of
+//! connections that never authenticate (idle, dripping their headers,
+//! sending large bodies) over HTTP/1.1, HTTP/2 (prior knowledge) and TLS.
+//! During each flood a signed request on a new connection must still be
+//! answered within a second, and the server's peak memory (VmHWM) must
+//! stay bounded; each figure is printed. Each flood is bounded in sockets
+//! and in time. See docs/security.md.
+
+mod server_common;
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use edgedeploy::client::{Client, Endpoint, HttpOptions};
+use edgedeploy::protocol::sigv4::Credentials;
+use server_common::ServerProcess;
+
+/// How long each flood lasts.
+const FLOOD_TIME: Duration = Duration::from_secs(6);
+/// Connections the server under attack may hold (small, so that floods
+/// overrun it).
+const CAP: &str = "256";
+/// Sockets an idle flood keeps open (more than [`CAP`]).
+const IDLE_SOCKETS: usize = 600;
+/// A signed request must be answered within this during a flood.
+const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+/// Largest growth of the server's peak RSS a flood may cause.
+const MAX_GROWTH_KIB: u64 = 64 * 1024;
+
+/// (VmRSS, VmHWM) of `pid`, KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/PID/status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The server's address, its URL and the admin's key.
+struct Target {
+    addr: SocketAddr,
+    url: String,
+    key: (String, String),
+    ca: Option<PathBuf>,
+}
+
+impl Target {
+    fn of(server: &ServerProcess, ca: Option<PathBuf>) -> Target {
+        let addr: SocketAddr = server.endpoint().trim_start_matches("http://").parse().expect("endpoint address");
+        let scheme = if ca.is_some() { "https" } else { "http" };
+        let key = edgedeploy::server::auth::read_shared_credentials(&server.admin_credentials_file())
+            .expect("admin credentials");
+        Target { addr, url: format!("{scheme}://{addr}"), key, ca }
+    }
+
+    /// ListApplications signed with the admin's key on a new connection;
+    /// returns how long the answer took.
+    fn signed_call(&self) -> Result<Duration, String> {
+        let endpoint = Endpoint {
+            url: self.url.clone(),
+            region: "us-east-1".into(),
+            credentials: Credentials { access_key_id: self.key.0.clone(), secret_access_key: self.key.1.clone() },
+        };
+        let options =
+            HttpOptions { ca_bundle: self.ca.clone(), timeout: Some(Duration::from_secs(10)), ..Default::default() };
+        let client = Client::new(endpoint, &options)?;
+        let started = Instant::now();
+        client
+            .call_raw("CodeDeploy_20141006", "codedeploy", "ListApplications", b"{}")
+            .map_err(|e| format!("signed ListApplications: {e}"))?;
+        Ok(started.elapsed())
+    }
+}
+
+/// Runs the floods `start` spawns for [`FLOOD_TIME`] while making a signed
+/// call every 250 ms; checks each answer's time and the server's memory,
+/// and prints the figures.
+fn under_flood(
+    name: &str,
+    server: &ServerProcess,
+    target: &Target,
+    start: impl FnOnce(Arc<AtomicBool>) -> Vec<JoinHandle<u64>>,
+) {
+    target.signed_call().expect("a signed call before the flood");
+    let (rss_before, hwm_before) = memory_kib(server.pid());
+    let stop = Arc::new(AtomicBool::new(false));
+    let floods = start(stop.clone());
+    std::thread::sleep(Duration::from_millis(500)); // let the flood build up
+    let mut slowest = Duration::ZERO;
+    let mut calls = 0;
+    let end = Instant::now() + FLOOD_TIME;
+    let mut failure = None;
+    while Instant::now() < end {
+        match target.signed_call() {
+            Ok(took) => slowest = slowest.max(took),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+        calls += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    stop.store(true, Ordering::Release);
+    let units: u64 = floods.into_iter().map(|h| h.join().expect("a flood thread panicked")).sum();
+    let (rss_after, hwm_after) = memory_kib(server.pid());
+    println!(
+        "{name}: {units} flood units (sockets opened, bytes dripped or pushed); {calls} signed calls, slowest {slowest:?}; server VmRSS {rss_before} -> {rss_after} KiB, \
+         VmHWM {hwm_before} -> {hwm_after} KiB"
+    );
+    if let Some(e) = failure {
+        panic!("{name}: a signed call failed during the flood: {e}\nserver log:\n{}", tail(&server.log()));
+    }
+    assert!(calls >= 5, "{name}: only {calls} signed calls");
+    assert!(slowest < ANSWER_WITHIN, "{name}: a signed call took {slowest:?} during the flood");
+    assert!(
+        hwm_after.saturating_sub(hwm_before) < MAX_GROWTH_KIB,
+        "{name}: peak RSS grew from {hwm_before} to {hwm_after} KiB"
+    );
+    target.signed_call().expect("a signed call after the flood");
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A connection of a flood: plain TCP or TLS.
+type Stream = Box<dyn Write + Send>;
+
+/// Connects to `target` (with TLS when it has a CA), or `None`.
+fn connect(target: &Target) -> Option<Stream> {
+    let tcp = TcpStream::connect_timeout(&target.addr, Duration::from_secs(2)).ok()?;
+    tcp.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
+    match &target.ca {
+        None => Some(Box::new(tcp)),
+        Some(ca) => {
+            let config = tls_client_config(ca);
+            let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
+            let conn = rustls::ClientConnection::new(config, name).ok()?;
+            let mut stream = rustls::StreamOwned::new(conn, tcp);
+            // Complete the handshake now.
+            stream.flush().ok()?;
+            while stream.conn.is_handshaking() {
+                stream.conn.complete_io(&mut stream.sock).ok()?;
+            }
+            Some(Box::new(stream))
+        }
+    }
+}
+
+fn tls_client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("reading the CA") {
+        roots.add(cert.expect("a CA certificate")).expect("adding the CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// Keeps up to [`IDLE_SOCKETS`] connections open that send nothing (or
+/// only a TCP handshake), opening new ones as fast as 400 a second; returns
+/// the number opened.
+fn idle_flood(addr: SocketAddr, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut open = VecDeque::new();
+        let mut opened = 0;
+        while !stop.load(Ordering::Acquire) {
+            if let Ok(socket) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                open.push_back(socket);
+                opened += 1;
+            }
+            if open.len() > IDLE_SOCKETS {
+                open.pop_front();
+            }
+            std::thread::sleep(Duration::from_micros(2500));
+        }
+        opened
+    })
+}
+
+/// Connections that send the start of a request head, then one byte every
+/// 100 ms, never ending it; reconnects those the server closes. Returns
+/// the bytes dripped.
+fn drip_flood(target: Arc<Target>, sockets: usize, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut conns: Vec<Option<Stream>> = (0..sockets).map(|_| None).collect();
+        let mut dripped = 0;
+        while !stop.load(Ordering::Acquire) {
+            for slot in conns.iter_mut() {
+                if slot.is_none() {
+                    *slot = connect(&target).and_then(|mut s| {
+                        s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: CodeDeploy_20141006.ListApplications\r\nX-Drip: ").ok()?;
+                        s.flush().ok()?;
+                        Some(s)
+                    });
+                }
+                if let Some(stream) = slot {
+                    if stream.write_all(b"a").and_then(|()| stream.flush()).is_ok() {
+                        dripped += 1;
+                    } else {
+                        *slot = None;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        dripped
+    })
+}
+
+/// What a large-body flood sends.
+#[derive(Clone, Copy)]
+enum Body {
+    /// `POST /` to the control API, unsigned.
+    JsonUnsigned,
+    /// `POST /` signed (headers) with the admin's key id and a wrong
+    /// signature: the body is read before the signature can be checked.
+    JsonWrongSignature,
+    /// `PUT /bucket/key` to the bundle store, unsigned.
+    S3Unsigned,
+}
+
+/// `threads` clients each sending requests that announce 64 MiB bodies
+/// and pushing them as fast as the server takes them; returns the bytes
+/// sent.
+fn body_flood(target: Arc<Target>, threads: usize, body: Body, stop: Arc<AtomicBool>) -> Vec<JoinHandle<u64>> {
+    (0..threads)
+        .map(|_| {
+            let target = target.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let chunk = vec![b'{'; 64 << 10];
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let Some(mut stream) = connect(&target) else { continue };
+                    if stream.write_all(request_head(&target, body).as_bytes()).is_err() {
+                        continue;
+                    }
+                    while !stop.load(Ordering::Acquire) && stream.write_all(&chunk).is_ok() {
+                        sent += chunk.len() as u64;
+                    }
+                }
+                sent
+            })
+        })
+        .collect()
+}
+
+fn request_head(target: &Target, body: Body) -> String {
+    let length = 64u64 << 20;
+    match body {
+        Body::JsonUnsigned => format!(
+            "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-amz-json-1.1\r\n\
+             X-Amz-Target: CodeDeploy_20141006.ListApplications\r\nContent-Length: {length}\r\n\r\n",
+            target.addr
+        ),
+        Body::JsonWrongSignature => {
+            let now = edgedeploy::clock::now_epoch().0;
+            let date = edgedeploy::clock::amz_date(now);
+            format!(
+                "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                 X-Amz-Target: CodeDeploy_20141006.ListApplications\r\nX-Amz-Date: {date}\r\n\
+                 Authorization: AWS4-HMAC-SHA256 Credential={}/{}/us-east-1/codedeploy/aws4_request, \
+                 SignedHeaders=host;x-amz-date;x-amz-target, Signature={}\r\nContent-Length: {length}\r\n\r\n",
+                target.addr,
+                target.key.0,
+                &date[..8],
+                "0".repeat(64)
+            )
+        }
+        Body::S3Unsigned => {
+            format!("PUT /bundles/flood.tar HTTP/1.1\r\nHost: {}\r\nContent-Length: {length}\r\n\r\n", target.addr)
+        }
+    }
+}
+
+fn plain_target(server: &ServerProcess) -> Arc<Target> {
+    Arc::new(Target::of(server, None))
+}
+
+#[test]
+fn idle_connections_beyond_the_cap_do_not_lock_out_signed_requests() {
+    let server = ServerProcess::start_with(&["--max-connections", CAP]);
+    let target = plain_target(&server);
+    under_flood("http/1.1 idle sockets", &server, &target, |stop| vec![idle_flood(target.addr, stop)]);
+}
+
+#[test]
+fn dripped_request_heads_do_not_lock_out_signed_requests() {
+    let server = ServerProcess::start_with(&["--max-connections", CAP]);
+    let target = plain_target(&server);
+    under_flood("http/1.1 dripping heads", &server, &target, |stop| {
+        vec![drip_flood(target.clone(), 400, stop.clone()), idle_flood(target.addr, stop)]
+    });
+}
+
+#[test]
+fn unauthenticated_large_bodies_are_not_read() {
+    let server = ServerProcess::start_with(&["--max-connections", CAP]);
+    let target = plain_target(&server);
+    under_flood("http/1.1 large bodies", &server, &target, |stop| {
+        let mut floods = body_flood(target.clone(), 8, Body::JsonUnsigned, stop.clone());
+        floods.extend(body_flood(target.clone(), 8, Body::S3Unsigned, stop.clone()));
+        floods.extend(body_flood(target.clone(), 8, Body::JsonWrongSignature, stop));
+        floods
+    });
+}
+
+#[test]
+fn tls_handshakes_idle_sockets_and_large_bodies_do_not_lock_out_signed_requests() {
+    let dir = std::env::temp_dir().join(format!("edgedeploy-abuse-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = server_common::make_tls_files(&dir);
+    let server = ServerProcess::start_with(&[
+        "--max-connections",
+        CAP,
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let target = Arc::new(Target::of(&server, Some(ca)));
+    under_flood("tls idle + dripping + large bodies", &server, &target, |stop| {
+        // Sockets that never start their handshake, handshakes completed
+        // then dripped heads, and large bodies.
+        let mut floods = vec![idle_flood(target.addr, stop.clone()), drip_flood(target.clone(), 100, stop.clone())];
+        floods.extend(body_flood(target.clone(), 4, Body::JsonUnsigned, stop.clone()));
+        floods.extend(body_flood(target.clone(), 4, Body::JsonWrongSignature, stop));
+        floods
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// HTTP/2 with prior knowledge on the plain port: idle connections after
+/// the preface, and connections opening many streams that push large
+/// unauthenticated bodies.
+#[test]
+fn http2_idle_connections_and_stream_floods_do_not_lock_out_signed_requests() {
+    let server = ServerProcess::start_with(&["--max-connections", CAP]);
+    let target = plain_target(&server);
+    under_flood("h2c idle + streams with large bodies", &server, &target, |stop| {
+        vec![h2_flood(target.clone(), 150, stop.clone()), idle_flood(target.addr, stop)]
+    });
+}
+
+/// `conns` HTTP/2 connections: a third idle after the preface, the rest
+/// opening streams (as many as the server allows) that send 64 MiB
+/// unauthenticated bodies; returns the bytes sent.
+fn h2_flood(target: Arc<Target>, conns: usize, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+        let sent = Arc::new(AtomicU64::new(0));
+        runtime.block_on(async {
+            let mut tasks = Vec::new();
+            for n in 0..conns {
+                let (target, stop, sent) = (target.clone(), stop.clone(), sent.clone());
+                tasks.push(tokio::spawn(async move {
+                    while !stop.load(Ordering::Acquire) {
+                        let _ = h2_connection(&target, n % 3 == 0, &stop, &sent).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }));
+            }
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
+        sent.load(Ordering::Acquire)
+    })
+}
+
+async fn h2_connection(target: &Target, idle: bool, stop: &AtomicBool, sent: &AtomicU64) -> Result<(), h2::Error> {
+    let Ok(tcp) = tokio::net::TcpStream::connect(target.addr).await else { return Ok(()) };
+    let (client, connection) = h2::client::handshake(tcp).await?;
+    let driver = tokio::spawn(connection);
+    let chunk = axum::body::Bytes::from(vec![b'{'; 16 << 10]);
+    while !stop.load(Ordering::Acquire) && !driver.is_finished() {
+        if idle {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let mut client = client.clone().ready().await?;
+        let request = axum::http::Request::post(format!("http://{}/", target.addr))
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", "CodeDeploy_20141006.ListApplications")
+            .header("content-length", (64u64 << 20).to_string())
+            .body(())
+            .expect("a request");
+        let (_response, mut stream) = client.send_request(request, false)?;
+        // Push data while the server grants window, until it resets the stream.
+        for _ in 0..64 {
+            stream.reserve_capacity(chunk.len());
+            let capacity =
+                tokio::time::timeout(Duration::from_millis(200), std::future::poll_fn(|cx| stream.poll_capacity(cx)))
+                    .await;
+            match capacity {
+                Ok(Some(Ok(n))) if n > 0 => {
+                    stream.send_data(chunk.slice(..n), false)?;
+                    sent.fetch_add(n as u64, Ordering::AcqRel);
+                }
+                _ => break,
+            }
+        }
+    }
+    driver.abort();
+    Ok(())
+}
+
+/// A connection that sends nothing is closed at the header timeout; one
+/// that drips a request head is closed at the header timeout too, as is a
+/// TLS connection that never completes its handshake; an idle keep-alive
+/// connection is closed at the idle timeout.
+#[test]
+fn silent_dripping_and_idle_connections_are_closed_at_their_deadlines() {
+    let server = ServerProcess::start_with(&["--header-timeout", "1", "--idle-timeout", "2"]);
+    let target = plain_target(&server);
+    let closed_within = |mut socket: TcpStream, drip: bool| -> Duration {
+        let started = Instant::now();
+        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            assert!(started.elapsed() < Duration::from_secs(10), "connection not closed after 10 s");
+            if drip {
+                let _ = socket.write_all(b"a");
+            }
+            match socket.read(&mut buf) {
+                Ok(0) => return started.elapsed(),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return started.elapsed(),
+            }
+        }
+    };
+    let silent = TcpStream::connect(target.addr).unwrap();
+    let took = closed_within(silent, false);
+    println!("silent connection closed after {took:?}");
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+
+    let mut dripping = TcpStream::connect(target.addr).unwrap();
+    dripping.write_all(b"GET /bundles/x HTTP/1.1\r\nHost: x\r\nX-Drip: ").unwrap();
+    let took = closed_within(dripping, true);
+    println!("dripping connection closed after {took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    // After an answered request, the connection stays open for the idle timeout.
+    let mut keep_alive = TcpStream::connect(target.addr).unwrap();
+    keep_alive.write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", target.addr).as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = keep_alive.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 403"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let took = closed_within(keep_alive, false);
+    println!("idle keep-alive connection closed after {took:?}");
+    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(4), "{took:?}");
+}
+
+#[test]
+fn a_tls_handshake_that_never_completes_is_closed_at_the_header_timeout() {
+    let dir = std::env::temp_dir().join(format!("edgedeploy-abuse-tls-deadline-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_ca, cert, key) = server_common::make_tls_files(&dir);
+    let server = ServerProcess::start_with(&[
+        "--header-timeout",
+        "1",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let target = plain_target(&server);
+    let mut socket = TcpStream::connect(target.addr).unwrap();
+    // The first bytes of a ClientHello record, and nothing more.
+    socket.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let outcome = socket.read(&mut buf);
+    let took = started.elapsed();
+    println!("half a TLS handshake closed after {took:?}: {outcome:?}");
+    assert!(matches!(outcome, Ok(0) | Err(_)), "{outcome:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -25,12 +25,15 @@ pub const CONTROL_PREFIX: &str = "CodeDeploy_20141006";
 const MAX_JSON_BODY: usize = 1 << 20;
 
 /// Reads a JSON request body whose signature is not verified yet: at most
-/// [`MAX_JSON_BODY`] bytes, within the body timeout, while one of the
-/// pre-authentication slots is free (else 503 ThrottlingException).
+/// [`MAX_JSON_BODY`] bytes, within the body timeout, in one of the
+/// pre-authentication slots (waited for up to the header timeout, else 503
+/// ThrottlingException).
 async fn read_preauth_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
-    let _slot = listen::preauth_slot()
+    let limits = listen::limits();
+    let _slot = listen::preauth_slot_within(limits.header_timeout)
+        .await
         .ok_or_else(|| ApiError::new(503, "ThrottlingException", "Rate exceeded: too many request bodies at once"))?;
-    let deadline = listen::limits().body_timeout;
+    let deadline = limits.body_timeout;
     match tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_JSON_BODY)).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(_)) => {

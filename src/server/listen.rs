@@ -106,6 +106,12 @@ pub fn preauth_slot() -> Option<SemaphorePermit<'static>> {
     PREAUTH.try_acquire().ok()
 }
 
+/// A slot as [`preauth_slot`], waiting in turn (first come, first served)
+/// up to `wait` for one to be free.
+pub async fn preauth_slot_within(wait: Duration) -> Option<SemaphorePermit<'static>> {
+    tokio::time::timeout(wait, PREAUTH.acquire()).await.ok()?.ok()
+}
+
 /// Milliseconds since the first call (a monotonic clock for atomics).
 fn now_ms() -> u64 {
     static START: LazyLock<Instant> = LazyLock::new(Instant::now);

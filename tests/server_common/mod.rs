@@ -121,6 +121,11 @@ impl ServerProcess {
         &self.endpoint
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server's data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
@@ -248,4 +253,49 @@ pub fn dedent(text: &str) -> String {
 pub fn write_credentials(path: &Path, access_key_id: &str, secret: &str) {
     fs::write(path, format!("[default]\naws_access_key_id = {access_key_id}\naws_secret_access_key = {secret}\n"))
         .expect("writing a credentials file");
+}
+
+/// Runs the `openssl` CLI in `dir`; panics with its output if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running openssl (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A throwaway CA and a server certificate for 127.0.0.1 and localhost
+/// signed by it, made in `dir` by the `openssl` CLI; returns (CA
+/// certificate, server certificate, server key).
+pub fn make_tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    #[rustfmt::skip]
+    openssl(dir, &[
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=edgedeploy test ca",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("writing server.ext");
+    #[rustfmt::skip]
+    openssl(dir, &[
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost",
+    ]);
+    #[rustfmt::skip]
+    openssl(dir, &[
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-set_serial", "0x5eed", "-days", "2", "-extfile", "server.ext", "-out", "server.pem",
+    ]);
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
 }
