@@ -501,3 +501,255 @@ fn a_tls_handshake_that_never_completes_is_closed_at_the_header_timeout() {
     assert!(took < Duration::from_secs(3), "{took:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------
+// Other local users, and copies of the database.
+
+/// Every entry under `dir` with its mode (permission bits), links aside.
+fn modes_under(dir: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                pending.push(entry.unwrap().path());
+            }
+        }
+        if !meta.file_type().is_symlink() {
+            out.push((path, meta.permissions().mode() & 0o7777));
+        }
+    }
+    out
+}
+
+/// Registers instance `name` on `server`'s data directory; returns its
+/// agent configuration (YAML).
+fn register(server: &ServerProcess, name: &str) -> serde_yaml::Value {
+    let config = server.work_dir().join(format!("{name}.yml"));
+    let data_dir = server.data_dir().to_str().unwrap().to_string();
+    let out = server.edgedeploy(&[
+        "register-instance",
+        "--data-dir",
+        &data_dir,
+        "--name",
+        name,
+        "--agent-config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "register-instance: {}", String::from_utf8_lossy(&out.stderr));
+    serde_yaml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap()
+}
+
+/// PollHostCommand signed with the key of the instance `config` describes.
+fn poll_as_instance(server: &ServerProcess, config: &serde_yaml::Value) -> Result<serde_json::Value, String> {
+    let field = |k: &str| config[k].as_str().unwrap_or_else(|| panic!("{k} in the agent config")).to_string();
+    let endpoint = Endpoint {
+        url: server.endpoint().to_string(),
+        region: "us-east-1".into(),
+        credentials: Credentials {
+            access_key_id: field("aws_access_key_id"),
+            secret_access_key: field("aws_secret_access_key"),
+        },
+    };
+    let client = Client::new(endpoint, &HttpOptions { timeout: Some(Duration::from_secs(10)), ..Default::default() })?;
+    let body = serde_json::json!({ "HostIdentifier": field("host_identifier") }).to_string();
+    client
+        .call_raw("CodeDeployCommandService_v20141006", "codedeploy-commands", "PollHostCommand", body.as_bytes())
+        .map_err(|e| e.to_string())
+}
+
+/// Runs SQL on the server's SQLite database with python3's sqlite3; returns
+/// the rows printed as JSON (one line per statement's result).
+fn sqlite(server: &ServerProcess, statements: &[&str]) -> Vec<serde_json::Value> {
+    let script = "import json, sqlite3, sys\ndb = sqlite3.connect(sys.argv[1])\n\
+                  for sql in json.loads(sys.argv[2]):\n    print(json.dumps(db.execute(sql).fetchall()))\ndb.commit()\n";
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(server.data_dir().join("edgedeploy.db"))
+        .arg(serde_json::to_string(statements).unwrap())
+        .output()
+        .expect("running python3");
+    assert!(out.status.success(), "python3 sqlite3: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Every secret the server keeps: the admin's, the instance's, the trigger signing key.
+fn secrets_of(server: &ServerProcess, instance: &serde_yaml::Value) -> Vec<String> {
+    let admin = edgedeploy::server::auth::read_shared_credentials(&server.admin_credentials_file()).unwrap().1;
+    let trigger = std::fs::read_to_string(server.data_dir().join("trigger-signing-key")).unwrap().trim().to_string();
+    let instance = instance["aws_secret_access_key"].as_str().unwrap().to_string();
+    vec![admin, instance, trigger]
+}
+
+#[test]
+fn the_data_directory_is_private_under_umask_022() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = ServerProcess::start_under(Some("022"), &[]);
+    let probe = std::fs::metadata(server.work_dir().join("umask-probe")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(probe, 0o644, "the server was started under umask 022");
+    register(&server, "dev1");
+    server.boto3_ok(
+        r#"
+        s3 = client("s3")
+        s3.put_object(Bucket="bundles", Key="app/v1.tar", Body=b"x" * 1000)
+        emit(s3.head_object(Bucket="bundles", Key="app/v1.tar")["ContentLength"])
+        "#,
+    );
+    let check = |server: &ServerProcess| {
+        let modes = modes_under(server.data_dir());
+        let names: Vec<String> =
+            modes.iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        for wanted in ["edgedeploy.db", "edgedeploy.db-wal", "edgedeploy.db-shm", "secrets-key", "admin-credentials"] {
+            assert!(names.iter().any(|n| n == wanted), "{wanted} in {names:?}");
+        }
+        assert!(names.iter().any(|n| n == "trigger-signing-key"), "{names:?}");
+        let loose: Vec<String> = modes
+            .iter()
+            .filter(|(p, mode)| *mode != if p.is_dir() { 0o700 } else { 0o600 })
+            .map(|(p, mode)| format!("{} {mode:o}", p.display()))
+            .collect();
+        assert!(loose.is_empty(), "not private: {loose:#?}");
+        println!("{} entries of the data directory, all 0700/0600", modes.len());
+    };
+    check(&server);
+    // A data directory left readable by an older version is made private at start.
+    server.kill();
+    std::fs::set_permissions(server.data_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(server.data_dir().join("edgedeploy.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    server.restart_with_env(&[]);
+    check(&server);
+}
+
+#[test]
+fn a_copy_of_the_database_reveals_no_secret() {
+    let server = ServerProcess::start();
+    let instance = register(&server, "dev1");
+    assert_eq!(poll_as_instance(&server, &instance).unwrap(), serde_json::json!({}), "the sealed instance key works");
+    Target::of(&server, None).signed_call().expect("the sealed admin key works");
+    let secrets = secrets_of(&server, &instance);
+    let mut scanned = 0;
+    for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.file_name().unwrap().to_string_lossy().starts_with("edgedeploy.db") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        scanned += bytes.len();
+        for secret in &secrets {
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "{} holds a secret in plain text", path.display());
+        }
+    }
+    assert!(scanned > 0, "no database file scanned");
+    let rows = sqlite(&server, &["SELECT secret_access_key FROM credentials", "SELECT secret FROM server_secrets"]);
+    for row in rows.iter().flat_map(|r| r.as_array().unwrap()) {
+        assert!(row[0].as_str().unwrap().starts_with("enc1:"), "{row}");
+    }
+    println!(
+        "{scanned} bytes of database scanned; {} secrets sealed",
+        rows.iter().map(|r| r.as_array().unwrap().len()).sum::<usize>()
+    );
+}
+
+#[test]
+fn plain_text_secrets_of_an_older_version_are_sealed_at_start() {
+    let mut server = ServerProcess::start();
+    let instance = register(&server, "dev1");
+    let secrets = secrets_of(&server, &instance);
+    let key_id = instance["aws_access_key_id"].as_str().unwrap();
+    server.kill();
+    // As an older version stored them: in plain text.
+    let admin_id = edgedeploy::server::auth::read_shared_credentials(&server.admin_credentials_file()).unwrap().0;
+    sqlite(
+        &server,
+        &[
+            &format!("UPDATE credentials SET secret_access_key = '{}' WHERE access_key_id = '{admin_id}'", secrets[0]),
+            &format!("UPDATE credentials SET secret_access_key = '{}' WHERE access_key_id = '{key_id}'", secrets[1]),
+            &format!("UPDATE server_secrets SET secret = '{}'", secrets[2]),
+        ],
+    );
+    server.restart_with_env(&[]);
+    Target::of(&server, None).signed_call().expect("the admin key sealed at start works");
+    assert_eq!(poll_as_instance(&server, &instance).unwrap(), serde_json::json!({}));
+    let rows = sqlite(&server, &["SELECT secret_access_key FROM credentials", "SELECT secret FROM server_secrets"]);
+    for row in rows.iter().flat_map(|r| r.as_array().unwrap()) {
+        assert!(row[0].as_str().unwrap().starts_with("enc1:"), "not sealed at start: {row}");
+    }
+    assert!(server.log().contains("sealed again with secrets key"), "{}", server.log());
+}
+
+/// A replica (or a restored backup) without the key the secrets are sealed
+/// with does not start, and says which key it needs and where keys come from.
+#[test]
+fn a_server_without_the_secrets_key_stops_and_names_it() {
+    let mut server = ServerProcess::start();
+    register(&server, "dev1");
+    server.kill();
+    let other = edgedeploy::server::secrets::new_key_hex();
+    let mut child = std::process::Command::new(server_common::EDGEDEPLOY)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(server.data_dir())
+        .env(edgedeploy::server::secrets::KEY_ENV, &other)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server started with another secrets key");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("which this server does not have") && stderr.contains("EDGEDEPLOY_SECRETS_KEY"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn rotate_secrets_key_seals_every_secret_under_a_new_key() {
+    let mut server = ServerProcess::start();
+    let instance = register(&server, "dev1");
+    let key_file = server.data_dir().join("secrets-key");
+    let before = std::fs::read_to_string(&key_file).unwrap();
+    let ids = |server: &ServerProcess| -> Vec<String> {
+        let rows =
+            sqlite(server, &["SELECT secret_access_key FROM credentials UNION ALL SELECT secret FROM server_secrets"]);
+        let mut ids: Vec<String> = rows[0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[0].as_str().unwrap().split(':').nth(1).unwrap().to_string())
+            .collect();
+        ids.dedup();
+        ids
+    };
+    let old_ids = ids(&server);
+    assert_eq!(old_ids.len(), 1, "{old_ids:?}");
+    server.kill();
+    let data_dir = server.data_dir().to_str().unwrap().to_string();
+    let out = server.edgedeploy(&["rotate-secrets-key", "--data-dir", &data_dir]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("sealed 2 secret access keys and 1 server secrets again"), "{text}");
+    let after = std::fs::read_to_string(&key_file).unwrap();
+    assert_ne!(after, before);
+    assert_eq!(after.lines().count(), 1, "the old key is dropped: {after}");
+    let new_ids = ids(&server);
+    assert_eq!(new_ids.len(), 1, "{new_ids:?}");
+    assert_ne!(new_ids, old_ids);
+    server.restart_with_env(&[]);
+    Target::of(&server, None).signed_call().expect("the admin key after rotation");
+    assert_eq!(poll_as_instance(&server, &instance).unwrap(), serde_json::json!({}));
+}

@@ -363,10 +363,13 @@ fn a_receiver_down_across_a_server_restart_still_gets_every_event_once() {
 fn two_replicas_on_one_database_send_each_event_once() {
     let got = Arc::new(Mutex::new(Vec::new()));
     let receiver = Receiver::start(0, 200, got.clone());
-    let first = Server::start("replica-a", &[]);
+    // Replicas share the database's secrets key.
+    let key = scripted::shared_secrets_key();
+    let env = [("EDGEDEPLOY_SECRETS_KEY", key.as_str())];
+    let first = Server::start_with_env("replica-a", &[], &env);
     let shared = std::env::var("EDGEDEPLOY_TEST_DATABASE")
         .unwrap_or_else(|_| format!("sqlite://{}?mode=rwc", first.dir.join("edgedeploy.db").display()));
-    let second = Server::start("replica-b", &["--database", &shared]);
+    let second = Server::start_with_env("replica-b", &["--database", &shared], &env);
     let wanted = ["DeploymentStart", "DeploymentSuccess", "InstanceStart", "InstanceSuccess"];
     let settings = json!({"triggerConfigurations": [trigger("twins", &receiver.url(), &wanted)]});
     let fleet = first.fleet("shop", "twins", 4, settings);

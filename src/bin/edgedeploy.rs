@@ -36,6 +36,19 @@ enum Command {
     Watch(WatchArgs),
     Stop(StopArgs),
     Rollback(RollbackArgs),
+    RotateSecretsKey(RotateSecretsKeyArgs),
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "rotate-secrets-key")]
+/// seal every secret in the database again under a new key (server stopped; see docs/security.md).
+struct RotateSecretsKeyArgs {
+    /// data directory (its secrets-key file, and the SQLite database by default)
+    #[argh(option)]
+    data_dir: PathBuf,
+    /// store URL (default: SQLite in the data directory)
+    #[argh(option)]
+    database: Option<String>,
 }
 
 #[derive(FromArgs)]
@@ -220,10 +233,16 @@ fn main() -> ExitCode {
     edgedeploy::logger::init(log::Level::Info);
     let cli: Cli = argh::from_env();
     let result = match cli.command {
-        Command::Server(args) => serve(args),
+        Command::Server(args) => {
+            server::private_umask();
+            serve(args)
+        }
         Command::Push(args) => push_command(args),
         Command::Deploy(args) => deploy_command(args),
-        Command::RegisterInstance(args) => register_instance_command(args),
+        Command::RegisterInstance(args) => {
+            server::private_umask();
+            register_instance_command(args)
+        }
         Command::DeregisterInstance(args) => commands::deregister_command(args),
         Command::TagInstance(args) => commands::tag_command(args),
         Command::UntagInstance(args) => commands::untag_command(args),
@@ -232,6 +251,10 @@ fn main() -> ExitCode {
         Command::Watch(args) => commands::watch_command(args),
         Command::Stop(args) => commands::stop_command(args),
         Command::Rollback(args) => commands::rollback_command(args),
+        Command::RotateSecretsKey(args) => runtime().and_then(|rt| {
+            server::private_umask();
+            rt.block_on(server::rotate_secrets_key(&args.data_dir, args.database.as_deref())).map(|m| println!("{m}"))
+        }),
         Command::Demo(args) => demo::run(
             &demo::DemoOptions {
                 devices: args.devices,

@@ -105,6 +105,10 @@ pub async fn check_headers(
             "The security token included in the request is invalid.",
         ));
     };
+    let secret = store
+        .secrets
+        .open(&secret, &super::secrets::credential_aad(&auth.access_key_id))
+        .map_err(ApiError::internal)?;
     let identity = match (kind.as_str(), instance) {
         ("admin", _) => Identity::Admin,
         ("instance", Some(name)) => Identity::Instance(name),
@@ -163,7 +167,7 @@ pub async fn create_key(store: &Store, instance_name: Option<&str>) -> Result<(S
         "INSERT INTO credentials (access_key_id, secret_access_key, kind, instance_name, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(&id)
-    .bind(&secret)
+    .bind(store.secrets.seal(&secret, &super::secrets::credential_aad(&id)))
     .bind(kind)
     .bind(instance_name)
     .bind(now_millis())
@@ -188,7 +192,7 @@ pub async fn ensure_admin_credentials(store: &Store, data_dir: &Path) -> Result<
         }
         sqlx::query("INSERT INTO credentials (access_key_id, secret_access_key, kind, instance_name, created_at) VALUES ($1, $2, 'admin', NULL, $3)")
             .bind(&id)
-            .bind(&secret)
+            .bind(store.secrets.seal(&secret, &super::secrets::credential_aad(&id)))
             .bind(now_millis())
             .execute(&store.pool)
             .await

@@ -12,6 +12,7 @@ pub mod git;
 pub mod http;
 pub mod listen;
 pub mod orchestrator;
+pub mod secrets;
 pub mod store;
 pub mod triggers;
 
@@ -77,17 +78,103 @@ pub struct State {
     pub settings: Settings,
 }
 
-/// Opens the store and the data directory, as every server command does.
+/// Makes every file the process creates from now on private (umask 077):
+/// the database with its journal and WAL files, the objects, the key
+/// files. The commands that write the data directory (`server`,
+/// `register-instance`, `rotate-secrets-key`) call it first; files made
+/// before (older versions) are fixed by [`make_private`] in [`open_state`].
+pub fn private_umask() {
+    crate::sys::set_umask(0o077);
+}
+
+/// Opens the store and the data directory, as every server command does:
+/// the data directory and everything in it is made private (0700 and 0600).
 pub async fn open_state(
     data_dir: &std::path::Path,
     database: Option<&str>,
     settings: Settings,
 ) -> Result<Arc<State>, String> {
     std::fs::create_dir_all(data_dir).map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
+    make_private(data_dir).map_err(|e| format!("making {} private: {e}", data_dir.display()))?;
+    let (keys, new_key_file) = secrets::Keyring::load(data_dir).map_err(|e| e.to_string())?;
     let url = database.map(str::to_string).unwrap_or_else(|| Store::sqlite_url(data_dir));
-    let store = Store::open(&url).await?;
+    let store = Store::open(&url, Arc::new(keys)).await?;
+    secrets::check_known(&store, &store.secrets).await?;
+    if let Some((path, text)) = new_key_file {
+        secrets::write_key_file(&path, &text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        log::info!("made a new secrets key in {}; keep a copy of it apart from database backups", path.display());
+    }
+    let resealed = secrets::reseal_all(&store, &store.secrets).await?;
+    if resealed != secrets::Resealed::default() {
+        log::info!("sealed again with secrets key {}: {resealed:?}", store.secrets.ids()[0]);
+    }
+    make_private(data_dir).map_err(|e| format!("making {} private: {e}", data_dir.display()))?;
     auth::ensure_admin_credentials(&store, data_dir).await?;
     Ok(Arc::new(State { store, data_dir: data_dir.to_path_buf(), settings }))
+}
+
+/// `edgedeploy rotate-secrets-key`: seals every secret in the database
+/// again under a new key. With the key file, a new key is added in front
+/// of the old ones, every secret is sealed again, then the old keys are
+/// dropped from the file; with [`secrets::KEY_ENV`], the secrets are
+/// sealed again under its first key (the operator has put the new key
+/// first, the old one after it). Run it with the server stopped; see
+/// docs/security.md.
+pub async fn rotate_secrets_key(data_dir: &std::path::Path, database: Option<&str>) -> Result<String, String> {
+    let path = data_dir.join(secrets::KEY_FILE);
+    let (keys, finish) = if std::env::var_os(secrets::KEY_ENV).is_some() {
+        (secrets::Keyring::load(data_dir).map_err(|e| e.to_string())?.0, None)
+    } else {
+        let old = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "reading {}: {e} (rotation needs the current key; has a server run on this data directory?)",
+                path.display()
+            )
+        })?;
+        let new = secrets::new_key_hex();
+        let both = format!("{new}\n{}\n", old.trim());
+        let keys = secrets::Keyring::parse(&both, &path.display().to_string()).map_err(|e| e.to_string())?;
+        secrets::write_key_file(&path, &both).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        (keys, Some(new))
+    };
+    let url = database.map(str::to_string).unwrap_or_else(|| Store::sqlite_url(data_dir));
+    let store = Store::open(&url, Arc::new(keys)).await?;
+    secrets::check_known(&store, &store.secrets).await?;
+    let done = secrets::reseal_all(&store, &store.secrets).await?;
+    let id = store.secrets.ids()[0].clone();
+    if let Some(new) = finish {
+        secrets::write_key_file(&path, &format!("{new}\n")).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    store.pool.close().await;
+    Ok(format!(
+        "sealed {} secret access keys and {} server secrets again under secrets key {id}",
+        done.credentials, done.server_secrets
+    ))
+}
+
+/// Makes `dir` and everything under it private to the server's user:
+/// directories 0700, files 0600 (data directories of older versions were
+/// made under the umask). Links are left alone.
+pub fn make_private(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        let wanted = if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+            0o700
+        } else if meta.is_file() {
+            0o600
+        } else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o7777 != wanted {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wanted))?;
+        }
+    }
+    Ok(())
 }
 
 /// The URL a server on `data_dir` last listened on (`DIR/endpoint`).

@@ -67,16 +67,17 @@ pub async fn ensure_signing_key(store: &Store, data_dir: &Path) -> Result<String
         "INSERT INTO server_secrets (name, secret, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
     )
     .bind(KEY_NAME)
-    .bind(&fresh)
+    .bind(store.secrets.seal(&fresh, &super::secrets::server_secret_aad(KEY_NAME)))
     .bind(now_millis())
     .execute(&store.pool)
     .await
     .map_err(|e| format!("storing the trigger signing key: {e}"))?;
-    let (key,): (String,) = sqlx::query_as("SELECT secret FROM server_secrets WHERE name = $1")
+    let (sealed,): (String,) = sqlx::query_as("SELECT secret FROM server_secrets WHERE name = $1")
         .bind(KEY_NAME)
         .fetch_one(&store.pool)
         .await
         .map_err(|e| format!("reading the trigger signing key: {e}"))?;
+    let key = store.secrets.open(&sealed, &super::secrets::server_secret_aad(KEY_NAME)).map_err(|e| e.to_string())?;
     let path = data_dir.join(KEY_FILE);
     if std::fs::read_to_string(&path).ok().map(|k| k.trim().to_string()).as_deref() != Some(key.as_str()) {
         write_key_file(&path, &key).map_err(|e| format!("writing {}: {e}", path.display()))?;
