@@ -202,6 +202,9 @@ struct ServerArgs {
     /// longest wait in seconds between trigger delivery attempts (default 300)
     #[argh(option, default = "300")]
     trigger_retry_max: u64,
+    /// send webhooks to loopback, link-local and private addresses too (default: refused)
+    #[argh(switch)]
+    allow_private_webhooks: bool,
     /// a git repository for GitHub revisions, NAME=PATH_OR_URL (NAME as in
     /// gitHubLocation.repository, e.g. acme/shop); repeatable
     #[argh(option)]
@@ -292,6 +295,7 @@ fn serve(args: ServerArgs) -> Result<(), String> {
         triggers: server::triggers::DeliverySettings {
             timeout: Duration::from_secs(args.trigger_timeout.max(1)),
             retry_max: Duration::from_secs(args.trigger_retry_max.max(1)),
+            allow_private: args.allow_private_webhooks,
             ..server::triggers::DeliverySettings::default()
         },
         git: server::git::Sources::from_flags(&args.git_repository, args.git_root.as_deref())?,

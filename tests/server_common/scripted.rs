@@ -103,6 +103,19 @@ impl Server {
         }
     }
 
+    /// Starts the process again with `extra` arguments instead of the
+    /// first ones (after [`Server::kill`]); the database URL is kept.
+    pub fn respawn_with(&mut self, extra: &[&str]) {
+        let database: Vec<String> = self
+            .extra
+            .iter()
+            .position(|a| a == "--database")
+            .map(|i| self.extra[i..(i + 2).min(self.extra.len())].to_vec())
+            .unwrap_or_default();
+        self.extra = extra.iter().map(|s| s.to_string()).chain(database).collect();
+        self.spawn();
+    }
+
     /// Kills the process (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -9,6 +9,7 @@
 //! lease that expires and the event is sent again. The contract is
 //! at-least-once with a stable `eventId`. See `docs/triggers.md`.
 
+pub mod address;
 pub mod deliver;
 pub mod message;
 
@@ -38,6 +39,9 @@ pub struct DeliverySettings {
     pub retry_base: Duration,
     /// The longest wait between attempts.
     pub retry_max: Duration,
+    /// Send webhooks to loopback, link-local and private addresses too
+    /// (`--allow-private-webhooks`; see [`address`]).
+    pub allow_private: bool,
 }
 
 impl Default for DeliverySettings {
@@ -46,6 +50,7 @@ impl Default for DeliverySettings {
             timeout: Duration::from_secs(5),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
+            allow_private: false,
         }
     }
 }
@@ -143,9 +148,9 @@ async fn pass(state: &State, key: &Arc<Vec<u8>>) -> Result<usize, sqlx::Error> {
             continue;
         }
         let delivery = Delivery { event_id, event_type, url, body, attempt: attempts + 1 };
-        let (key, timeout) = (key.clone(), settings.timeout);
+        let (key, timeout, allow_private) = (key.clone(), settings.timeout, settings.allow_private);
         sending.spawn_blocking(move || {
-            let result = deliver::send(&delivery, &key, timeout);
+            let result = deliver::send(&delivery, &key, timeout, allow_private);
             (delivery, result)
         });
     }
