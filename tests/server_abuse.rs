@@ -25,9 +25,9 @@ use server_common::ServerProcess;
 const FLOOD_TIME: Duration = Duration::from_secs(6);
 /// Connections the server under attack may hold (small, so that floods
 /// overrun it).
-const CAP: &str = "256";
+const CAP: &str = "128";
 /// Sockets an idle flood keeps open (more than [`CAP`]).
-const IDLE_SOCKETS: usize = 600;
+const IDLE_SOCKETS: usize = 300;
 /// A signed request must be answered within this during a flood.
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 /// Largest growth of the server's peak RSS a flood may cause.
@@ -83,6 +83,10 @@ impl Target {
     }
 }
 
+/// One flood at a time in this process: the figures are each flood's own,
+/// and the sockets stay well under a 1024 open-files limit.
+static ONE_FLOOD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs the floods `start` spawns for [`FLOOD_TIME`] while making a signed
 /// call every 250 ms; checks each answer's time and the server's memory,
 /// and prints the figures.
@@ -92,6 +96,7 @@ fn under_flood(
     target: &Target,
     start: impl FnOnce(Arc<AtomicBool>) -> Vec<JoinHandle<u64>>,
 ) {
+    let _one = ONE_FLOOD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     target.signed_call().expect("a signed call before the flood");
     let (rss_before, hwm_before) = memory_kib(server.pid());
     let stop = Arc::new(AtomicBool::new(false));
@@ -116,8 +121,8 @@ fn under_flood(
     let units: u64 = floods.into_iter().map(|h| h.join().expect("a flood thread panicked")).sum();
     let (rss_after, hwm_after) = memory_kib(server.pid());
     println!(
-        "{name}: {units} flood units (sockets opened, bytes dripped or pushed); {calls} signed calls, slowest {slowest:?}; server VmRSS {rss_before} -> {rss_after} KiB, \
-         VmHWM {hwm_before} -> {hwm_after} KiB"
+        "{name}: {units} flood units (sockets opened, bytes dripped or pushed); {calls} signed calls, \
+         slowest {slowest:?}; server VmRSS {rss_before} -> {rss_after} KiB, VmHWM {hwm_before} -> {hwm_after} KiB"
     );
     if let Some(e) = failure {
         panic!("{name}: a signed call failed during the flood: {e}\nserver log:\n{}", tail(&server.log()));
@@ -309,7 +314,7 @@ fn dripped_request_heads_do_not_lock_out_signed_requests() {
     let server = ServerProcess::start_with(&["--max-connections", CAP]);
     let target = plain_target(&server);
     under_flood("http/1.1 dripping heads", &server, &target, |stop| {
-        vec![drip_flood(target.clone(), 400, stop.clone()), idle_flood(target.addr, stop)]
+        vec![drip_flood(target.clone(), 150, stop.clone()), idle_flood(target.addr, stop)]
     });
 }
 
@@ -343,7 +348,7 @@ fn tls_handshakes_idle_sockets_and_large_bodies_do_not_lock_out_signed_requests(
     under_flood("tls idle + dripping + large bodies", &server, &target, |stop| {
         // Sockets that never start their handshake, handshakes completed
         // then dripped heads, and large bodies.
-        let mut floods = vec![idle_flood(target.addr, stop.clone()), drip_flood(target.clone(), 100, stop.clone())];
+        let mut floods = vec![idle_flood(target.addr, stop.clone()), drip_flood(target.clone(), 60, stop.clone())];
         floods.extend(body_flood(target.clone(), 4, Body::JsonUnsigned, stop.clone()));
         floods.extend(body_flood(target.clone(), 4, Body::JsonWrongSignature, stop));
         floods
@@ -359,7 +364,7 @@ fn http2_idle_connections_and_stream_floods_do_not_lock_out_signed_requests() {
     let server = ServerProcess::start_with(&["--max-connections", CAP]);
     let target = plain_target(&server);
     under_flood("h2c idle + streams with large bodies", &server, &target, |stop| {
-        vec![h2_flood(target.clone(), 150, stop.clone()), idle_flood(target.addr, stop)]
+        vec![h2_flood(target.clone(), 100, stop.clone()), idle_flood(target.addr, stop)]
     });
 }
 
@@ -752,4 +757,48 @@ fn rotate_secrets_key_seals_every_secret_under_a_new_key() {
     server.restart_with_env(&[]);
     Target::of(&server, None).signed_call().expect("the admin key after rotation");
     assert_eq!(poll_as_instance(&server, &instance).unwrap(), serde_json::json!({}));
+}
+
+/// Authentication comes before the body: a request that is unsigned, or
+/// signed with an unknown key, or without X-Amz-Target signed, is answered
+/// while its announced 64 MiB body has not been sent at all, and the
+/// connection is closed (the body is never read).
+#[test]
+fn unauthenticated_requests_are_answered_before_their_body_is_sent() {
+    let server = ServerProcess::start();
+    let target = Target::of(&server, None);
+    let date = edgedeploy::clock::amz_date(edgedeploy::clock::now_epoch().0);
+    let auth = |key_id: &str, signed: &str| {
+        format!(
+            "Authorization: AWS4-HMAC-SHA256 Credential={key_id}/{}/us-east-1/codedeploy/aws4_request, \
+             SignedHeaders={signed}, Signature={}\r\nX-Amz-Date: {date}\r\n",
+            &date[..8],
+            "0".repeat(64)
+        )
+    };
+    let json = |extra: &str| {
+        format!(
+            "POST / HTTP/1.1\r\nHost: {}\r\nX-Amz-Target: CodeDeploy_20141006.ListApplications\r\n{extra}\
+             Content-Length: 67108864\r\n\r\n",
+            target.addr
+        )
+    };
+    for (case, head, status) in [
+        ("unsigned JSON", json(""), "403"),
+        ("unknown key", json(&auth("AKIANOSUCHKEY0000000", "host;x-amz-date;x-amz-target")), "403"),
+        ("x-amz-target unsigned", json(&auth(&target.key.0, "host;x-amz-date")), "403"),
+        ("unsigned S3 PUT", request_head(&target, Body::S3Unsigned), "403"),
+    ] {
+        let mut socket = TcpStream::connect(target.addr).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        socket.write_all(head.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let started = Instant::now();
+        let _ = socket.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        println!("{case}: answered in {:?} without the body", started.elapsed());
+        assert!(text.starts_with(&format!("HTTP/1.1 {status}")), "{case}: {text}");
+        assert!(text.to_ascii_lowercase().contains("connection: close"), "{case}: {text}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{case}: the server waited for the body");
+    }
 }
