@@ -141,10 +141,12 @@ pub async fn handle(state: &State, request: Request<Body>) -> Response {
     let mut response = match serve(&ctx, request).await {
         Ok(response) => response,
         Err(e) => {
+            // The path is the client's: escaped, so that it cannot forge log lines.
+            let line = format!("bundle store: {method} {resource}: {e}");
             if e.status >= 500 {
-                log::warn!("bundle store: {method} {resource}: {e}");
+                log::warn!("{}", line.escape_debug());
             } else {
-                log::debug!("bundle store: {method} {resource}: {e}");
+                log::debug!("{}", line.escape_debug());
             }
             let mut response = e.into_response(&resource, &request_id, head);
             // A refusal before the body was read (or in its middle): hyper
