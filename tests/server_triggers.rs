@@ -419,11 +419,11 @@ fn two_replicas_on_one_database_send_each_event_once() {
 #[test]
 fn webhook_targets_on_private_addresses_are_refused_without_the_flag() {
     let server = Server::start("private-hooks", &[]);
-    server.ok("CreateApplication", json!({"applicationName": "shop"}));
+    server.application("shop");
     let group = |url: &str| {
         json!({
             "applicationName": "shop",
-            "deploymentGroupName": "web",
+            "deploymentGroupName": "private-hooks",
             "serviceRoleArn": "arn:aws:iam::000000000000:role/cd",
             "triggerConfigurations": [trigger("hook", url, &["DeploymentSuccess"])],
         })
@@ -444,7 +444,10 @@ fn webhook_targets_on_private_addresses_are_refused_without_the_flag() {
         assert!(message.contains(address) && message.contains(kind), "{url}: {message}");
         assert!(message.contains("--allow-private-webhooks"), "{message}");
         assert_eq!(
-            server.error("GetDeploymentGroup", json!({"applicationName": "shop", "deploymentGroupName": "web"})),
+            server.error(
+                "GetDeploymentGroup",
+                json!({"applicationName": "shop", "deploymentGroupName": "private-hooks"})
+            ),
             "DeploymentGroupDoesNotExistException",
             "nothing stored for {url}"
         );
@@ -455,13 +458,14 @@ fn webhook_targets_on_private_addresses_are_refused_without_the_flag() {
             "UpdateDeploymentGroup",
             json!({
                 "applicationName": "shop",
-                "currentDeploymentGroupName": "web",
+                "currentDeploymentGroupName": "private-hooks",
                 "triggerConfigurations": [trigger("hook", "http://169.254.169.254/", &["DeploymentSuccess"])],
             }),
         )
         .expect_err("an update to the metadata address");
     assert_eq!(error.exception(), Some("InvalidTriggerConfigException"), "{error}");
-    let group_info = server.ok("GetDeploymentGroup", json!({"applicationName": "shop", "deploymentGroupName": "web"}));
+    let group_info =
+        server.ok("GetDeploymentGroup", json!({"applicationName": "shop", "deploymentGroupName": "private-hooks"}));
     assert_eq!(
         group_info["deploymentGroupInfo"]["triggerConfigurations"][0]["triggerTargetArn"],
         "https://93.184.216.34/hook"
@@ -479,20 +483,23 @@ fn webhook_deliveries_check_the_address_again() {
     let mut server = Server::start("rebinding", &["--allow-private-webhooks", "--trigger-retry-max", "1"]);
     let wanted = ["DeploymentStart", "DeploymentSuccess"];
     let settings = json!({"triggerConfigurations": [trigger("ops", &receiver.url(), &wanted)]});
-    let fleet = server.fleet("shop", "web", 1, settings);
+    let fleet = server.fleet("shop", "rebinding", 1, settings);
     let agents = Agents::run(&fleet, scripted::never());
-    let first = server.deploy("shop", "web", "a.tgz", json!({}));
+    let first = server.deploy("shop", "rebinding", "a.tgz", json!({}));
     assert_eq!(server.wait_end(&first, WAIT)["status"], "Succeeded");
     wait_for("the allowed deliveries", Duration::from_secs(30), || delivered(&got).len() >= 2);
     agents.stop();
     server.kill();
     server.respawn_with(&["--trigger-retry-max", "1"]);
     let agents = Agents::run(&fleet, scripted::never());
-    let second = server.deploy("shop", "web", "b.tgz", json!({}));
+    let second = server.deploy("shop", "rebinding", "b.tgz", json!({}));
     assert_eq!(server.wait_end(&second, WAIT)["status"], "Succeeded");
     agents.stop();
+    let refused = |line: &&str| {
+        line.contains(&receiver.url()) && line.contains("a loopback address; the server sends webhooks only to public")
+    };
     wait_for("two refused delivery attempts", Duration::from_secs(30), || {
-        server.log().matches("a loopback address; the server sends webhooks only to public addresses").count() >= 2
+        server.log().lines().filter(refused).count() >= 2
     });
     let to_second = delivered(&got).into_values().filter(|m| m["deploymentId"] == second.as_str()).count();
     assert_eq!(to_second, 0, "nothing delivered to loopback once private webhooks are not allowed");
