@@ -154,15 +154,20 @@ pub async fn rotate_secrets_key(data_dir: &std::path::Path, database: Option<&st
 
 /// Makes `dir` and everything under it private to the server's user:
 /// directories 0700, files 0600 (data directories of older versions were
-/// made under the umask). Links are left alone.
+/// made under the umask). Links are left alone. `dir` itself must be
+/// changed; an entry that cannot be (another user's) is logged.
 pub fn make_private(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mut pending = vec![dir.to_path_buf()];
     while let Some(path) = pending.pop() {
         let meta = std::fs::symlink_metadata(&path)?;
         let wanted = if meta.is_dir() {
-            for entry in std::fs::read_dir(&path)? {
-                pending.push(entry?.path());
+            match std::fs::read_dir(&path)
+                .and_then(|entries| entries.map(|e| e.map(|e| e.path())).collect::<Result<Vec<_>, _>>())
+            {
+                Ok(entries) => pending.extend(entries),
+                Err(e) if path != dir => log::warn!("cannot list {}: {e}", path.display()),
+                Err(e) => return Err(e),
             }
             0o700
         } else if meta.is_file() {
@@ -170,8 +175,13 @@ pub fn make_private(dir: &std::path::Path) -> std::io::Result<()> {
         } else {
             continue;
         };
-        if meta.permissions().mode() & 0o7777 != wanted {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wanted))?;
+        if meta.permissions().mode() & 0o7777 != wanted
+            && let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wanted))
+        {
+            if path == dir {
+                return Err(e);
+            }
+            log::warn!("cannot make {} private (mode {wanted:o}): {e}", path.display());
         }
     }
     Ok(())
