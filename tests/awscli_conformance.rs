@@ -280,7 +280,8 @@ fn strings(v: &Value) -> Vec<String> {
 
 #[test]
 fn aws_cli_manages_applications_configs_groups_instances_and_bundles() {
-    let server = ServerProcess::start();
+    // Its webhook receiver is on loopback.
+    let server = ServerProcess::start_with(&["--allow-private-webhooks"]);
     let aws = Aws::new(&server);
     let work = server.work_dir().to_path_buf();
 
@@ -502,7 +503,8 @@ fn wait_in_validate_service(aws: &Aws, id: &str) {
 
 #[test]
 fn aws_cli_deploys_to_real_agents_waits_for_success_and_stops() {
-    let server = ServerProcess::start();
+    // Its webhook receiver is on loopback.
+    let server = ServerProcess::start_with(&["--allow-private-webhooks"]);
     let aws = Aws::new(&server);
     let work = server.work_dir().to_path_buf();
     let _agents = Agents::start(&server, &["dev-1", "dev-2"]);

@@ -557,6 +557,19 @@ fn control_api_refuses_bad_signatures_with_aws_exception_names() {
 /// Calls ListApplications signed by our own signer with X-Amz-Date `at`
 /// (epoch seconds); returns the status and the body.
 fn list_applications_signed_at(server: &ServerProcess, key: &(String, String), at: u64) -> (u16, Value) {
+    call_signed(server, key, at, "CodeDeploy_20141006.ListApplications", &[])
+}
+
+/// Calls operation `target` signed by our own signer with X-Amz-Date `at`,
+/// leaving the headers named in `unsigned` out of the signature (they are
+/// still sent); returns the status and the body.
+fn call_signed(
+    server: &ServerProcess,
+    key: &(String, String),
+    at: u64,
+    target: &str,
+    unsigned: &[&str],
+) -> (u16, Value) {
     use edgedeploy::protocol::sigv4::{self, Credentials};
     let body = b"{}";
     let amz_date = edgedeploy::clock::amz_date(at);
@@ -564,17 +577,19 @@ fn list_applications_signed_at(server: &ServerProcess, key: &(String, String), a
         ("content-type", "application/x-amz-json-1.1"),
         ("host", server.endpoint().trim_start_matches("http://")),
         ("x-amz-date", amz_date.as_str()),
-        ("x-amz-target", "CodeDeploy_20141006.ListApplications"),
+        ("x-amz-target", target),
     ]
     .iter()
     .map(|(n, v)| (n.to_string(), v.to_string()))
     .collect();
+    let signed: Vec<(String, String)> =
+        headers.iter().filter(|(n, _)| !unsigned.contains(&n.as_str())).cloned().collect();
     let payload = sigv4::sha256_hex(body);
     let request = sigv4::Request {
         method: "POST",
         path: "/",
         query: &[],
-        headers: &headers,
+        headers: &signed,
         payload_sha256: &payload,
         service: "codedeploy",
     };
@@ -606,6 +621,31 @@ fn a_signature_more_than_15_minutes_off_is_refused_as_expired() {
     }
     let (status, _) = list_applications_signed_at(&server, &key, now - 14 * 60);
     assert_eq!(status, 200, "14 minutes off is within AWS's 15");
+}
+
+/// The operation is chosen by X-Amz-Target: a signature that does not
+/// cover it would let anyone who sees one signed request replay it as any
+/// other operation. It is refused, as is one without X-Amz-Date signed;
+/// the same request with every header signed passes.
+#[test]
+fn a_signature_that_does_not_cover_x_amz_target_is_refused() {
+    let server = ServerProcess::start();
+    let key = admin_key(&server);
+    let now = edgedeploy::clock::now_epoch().0;
+    let (status, body) = call_signed(&server, &key, now, "CodeDeploy_20141006.ListApplications", &[]);
+    assert_eq!((status, &body["applications"]), (200, &json!([])), "{body}");
+    for (target, unsigned) in [
+        ("CodeDeploy_20141006.ListApplications", "x-amz-target"),
+        ("CodeDeploy_20141006.DeleteApplication", "x-amz-target"),
+        ("CodeDeployCommandService_v20141006.PollHostCommand", "x-amz-target"),
+        ("CodeDeploy_20141006.ListApplications", "x-amz-date"),
+    ] {
+        let (status, body) = call_signed(&server, &key, now, target, &[unsigned]);
+        assert_eq!(status, 403, "{target} with {unsigned} unsigned: {body}");
+        assert_eq!(body["__type"], "InvalidSignatureException", "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(&format!("'{unsigned}' must be a 'SignedHeader'")), "{message}");
+    }
 }
 
 /// The YAML of an agent configuration file.
@@ -789,4 +829,79 @@ fn devices_registered_with_tags_are_found_by_tag_filters() {
     assert_eq!(out["prod_or_web"], json!(["pi-1", "pi-2", "pi-3"]));
     assert_eq!(out["has_role"], json!(["pi-1", "pi-2", "pi-3", "pi-4"]));
     assert_eq!(out["none"], json!([]));
+}
+
+/// Tags follow CodeDeploy's constraints (Key 1 to 128 characters, Value 0
+/// to 256) and refuse control characters, which would forge lines in logs
+/// and listings. Each refusal carries the model's exception and names the
+/// tag; the instance's tags are unchanged afterwards.
+#[test]
+fn tags_with_control_characters_or_beyond_codedeploy_limits_are_refused() {
+    let server = ServerProcess::start();
+    let out = server.boto3_ok(
+        r#"
+        cd = client()
+        cd.register_on_premises_instance(instanceName="pi-1", iamSessionArn="arn:aws:sts::000000000000:assumed-role/d/pi-1")
+        cd.add_tags_to_on_premises_instances(instanceNames=["pi-1"], tags=[{"Key": "env", "Value": "prod"}])
+        cases = {
+            "newline_in_key": [{"Key": "env\nrole", "Value": "x"}],
+            "escape_in_value": [{"Key": "env", "Value": "\x1b[31mprod"}],
+            "nul_in_value": [{"Key": "env", "Value": "a\x00b"}],
+            "key_129": [{"Key": "k" * 129, "Value": "x"}],
+            "value_257": [{"Key": "env", "Value": "v" * 257}],
+            "empty_key": [{"Key": "", "Value": "x"}],
+        }
+        errors = {case: error_of(cd.add_tags_to_on_premises_instances, instanceNames=["pi-1"], tags=tags)
+                  for case, tags in cases.items()}
+        errors["filter_with_newline"] = error_of(cd.list_on_premises_instances,
+                                                 tagFilters=[{"Key": "env\n", "Type": "KEY_ONLY"}])
+        cd.create_application(applicationName="shop")
+        errors["group_filter_with_cr"] = error_of(cd.create_deployment_group, applicationName="shop",
+            deploymentGroupName="web", serviceRoleArn="arn:aws:iam::000000000000:role/cd",
+            onPremisesInstanceTagFilters=[{"Key": "env", "Value": "prod\r", "Type": "KEY_AND_VALUE"}])
+        ok = cd.add_tags_to_on_premises_instances(instanceNames=["pi-1"], tags=[{"Key": "k" * 128, "Value": "v" * 256}])
+        emit({"errors": errors, "tags": cd.get_on_premises_instance(instanceName="pi-1")["instanceInfo"]["tags"]})
+        "#,
+    );
+    let errors = &out["errors"];
+    for (case, exception, needle) in [
+        ("newline_in_key", "InvalidTagException", "control character"),
+        ("escape_in_value", "InvalidTagException", "control character"),
+        ("nul_in_value", "InvalidTagException", "control character"),
+        ("key_129", "InvalidTagException", "longer than 128"),
+        ("value_257", "InvalidTagException", "longer than 256"),
+        ("empty_key", "InvalidTagException", "non-empty Key"),
+        ("filter_with_newline", "InvalidTagFilterException", "control character"),
+        ("group_filter_with_cr", "InvalidTagException", "control character"),
+    ] {
+        assert_eq!(errors[case][0], exception, "{case}: {}", errors[case]);
+        assert_eq!(errors[case][1], 400, "{case}");
+        let message = errors[case][2].as_str().unwrap();
+        assert!(
+            message.contains(needle) && !message.contains('\n') && !message.contains('\u{1b}'),
+            "{case}: {message}"
+        );
+    }
+    let tags = out["tags"].as_array().unwrap();
+    assert_eq!(tags.len(), 2, "{tags:?}");
+    assert!(tags.contains(&json!({"Key": "env", "Value": "prod"})), "unchanged by the refusals: {tags:?}");
+    // The same rules on the command line.
+    let data_dir = server.data_dir().to_str().unwrap().to_string();
+    let config = server.work_dir().join("dev.yml");
+    let out = server.edgedeploy(&[
+        "register-instance",
+        "--data-dir",
+        &data_dir,
+        "--name",
+        "dev-1",
+        "--tag",
+        "env=prod\nforged: line",
+        "--agent-config",
+        config.to_str().unwrap(),
+        "--endpoint",
+        server.endpoint(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("control character"), "{stderr}");
+    assert!(!config.exists());
 }

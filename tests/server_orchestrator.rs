@@ -37,6 +37,13 @@ type EventRow = (String, String, String);
 /// instance -> (status, its lifecycle events).
 type Targets = BTreeMap<String, (String, Vec<EventRow>)>;
 
+/// The secrets key of every server here: replicas on one database share it
+/// (CI sets one for the runs on a shared PostgreSQL).
+fn secrets_key() -> String {
+    std::env::var("EDGEDEPLOY_SECRETS_KEY")
+        .unwrap_or_else(|_| "0bce57a70bce57a70bce57a70bce57a70bce57a70bce57a70bce57a70bce57a7".to_string())
+}
+
 /// A server process on its own data directory and port.
 struct Server {
     dir: PathBuf,
@@ -74,6 +81,7 @@ impl Server {
             thread::sleep(Duration::from_millis(attempt * (100 + u64::from(self.port % 200))));
             let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("server.log")).unwrap();
             let child = Command::new(SERVER)
+                .env("EDGEDEPLOY_SECRETS_KEY", secrets_key())
                 .args(["server", "--data-dir"])
                 .arg(&self.dir)
                 .args(["--listen", &format!("127.0.0.1:{}", self.port)])
@@ -131,6 +139,7 @@ impl Server {
     fn register(&self, name: &str, tag: &str) -> Instance {
         let config = self.dir.join("agents").join(format!("{name}.yml"));
         let out = Command::new(SERVER)
+            .env("EDGEDEPLOY_SECRETS_KEY", secrets_key())
             .args(["register-instance", "--data-dir"])
             .arg(&self.dir)
             .args(["--name", name, "--tag", &format!("fleet={tag}"), "--agent-config"])

@@ -103,6 +103,7 @@ fn start_agent(
     let half = if name.ends_with(['0', '2', '4', '6', '8']) { "even" } else { "odd" };
     run(Command::new(SERVER)
         .args(["register-instance", "--data-dir"])
+        .env("EDGEDEPLOY_SECRETS_KEY", postgres_common::SECRETS_KEY)
         .arg(registrar.data_dir())
         .args(["--database", database, "--name", name, "--tag", "fleet=pg", "--tag", &format!("half={half}")])
         .arg("--agent-config")
@@ -382,6 +383,7 @@ impl Scripted {
         let config = work.join(format!("{name}.yml"));
         run(Command::new(SERVER)
             .args(["register-instance", "--data-dir"])
+            .env("EDGEDEPLOY_SECRETS_KEY", postgres_common::SECRETS_KEY)
             .arg(registrar.data_dir())
             .args(["--database", database, "--name", name, "--tag", "fleet=scripted", "--agent-config"])
             .arg(&config)

@@ -161,7 +161,7 @@ fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
 fn every_event_type_fires_with_its_fields_and_a_verifiable_signature() {
     let got = Arc::new(Mutex::new(Vec::new()));
     let receiver = Receiver::start(0, 200, got.clone());
-    let server = Server::start("events", &[]);
+    let server = Server::start("events", &["--allow-private-webhooks"]);
     let settings = json!({
         "triggerConfigurations": [
             trigger("all", &receiver.url(), &ALL_EVENTS),
@@ -303,7 +303,8 @@ fn a_receiver_down_across_a_server_restart_still_gets_every_event_once() {
     let mut receiver = Receiver::start(0, 200, got.clone());
     receiver.shut();
     let port = receiver.port;
-    let mut server = Server::start("down", &["--trigger-retry-max", "1", "--trigger-timeout", "2"]);
+    let mut server =
+        Server::start("down", &["--allow-private-webhooks", "--trigger-retry-max", "1", "--trigger-timeout", "2"]);
     let wanted = ["DeploymentStart", "DeploymentSuccess", "InstanceStart", "InstanceSuccess"];
     let settings = json!({"triggerConfigurations": [trigger("ops", &receiver.url(), &wanted)]});
     let fleet = server.fleet("shop", "down", 2, settings);
@@ -363,10 +364,13 @@ fn a_receiver_down_across_a_server_restart_still_gets_every_event_once() {
 fn two_replicas_on_one_database_send_each_event_once() {
     let got = Arc::new(Mutex::new(Vec::new()));
     let receiver = Receiver::start(0, 200, got.clone());
-    let first = Server::start("replica-a", &[]);
+    // Replicas share the database's secrets key.
+    let key = scripted::shared_secrets_key();
+    let env = [("EDGEDEPLOY_SECRETS_KEY", key.as_str())];
+    let first = Server::start_with_env("replica-a", &["--allow-private-webhooks"], &env);
     let shared = std::env::var("EDGEDEPLOY_TEST_DATABASE")
         .unwrap_or_else(|_| format!("sqlite://{}?mode=rwc", first.dir.join("edgedeploy.db").display()));
-    let second = Server::start("replica-b", &["--database", &shared]);
+    let second = Server::start_with_env("replica-b", &["--allow-private-webhooks", "--database", &shared], &env);
     let wanted = ["DeploymentStart", "DeploymentSuccess", "InstanceStart", "InstanceSuccess"];
     let settings = json!({"triggerConfigurations": [trigger("twins", &receiver.url(), &wanted)]});
     let fleet = first.fleet("shop", "twins", 4, settings);
@@ -406,4 +410,97 @@ fn two_replicas_on_one_database_send_each_event_once() {
         assert_eq!(by_first + by_second, 30, "first {by_first}, second {by_second}");
     }
     drop(receiver);
+}
+
+/// A webhook on loopback, link-local (the cloud metadata address) or a
+/// private network would make the server send requests into its own
+/// network for whoever configures a group: refused, naming the address and
+/// the flag; a public address is accepted; nothing is stored when refused.
+#[test]
+fn webhook_targets_on_private_addresses_are_refused_without_the_flag() {
+    let server = Server::start("private-hooks", &[]);
+    server.application("shop");
+    let group = |url: &str| {
+        json!({
+            "applicationName": "shop",
+            "deploymentGroupName": "private-hooks",
+            "serviceRoleArn": "arn:aws:iam::000000000000:role/cd",
+            "triggerConfigurations": [trigger("hook", url, &["DeploymentSuccess"])],
+        })
+    };
+    for (url, address, kind) in [
+        ("http://127.0.0.1:9/hook", "127.0.0.1", "loopback"),
+        ("http://localhost:9/hook", "127.0.0.1", "loopback"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254", "link-local"),
+        ("http://10.0.0.5/hook", "10.0.0.5", "private"),
+        ("https://192.168.1.10:8443/hook", "192.168.1.10", "private"),
+        ("http://[::1]:9/hook", "::1", "loopback"),
+        ("http://[fe80::1]/hook", "fe80::1", "link-local"),
+        ("http://[::ffff:127.0.0.1]/hook", "127.0.0.1", "loopback"),
+    ] {
+        let error = server.call("CreateDeploymentGroup", group(url)).expect_err(url);
+        assert_eq!(error.exception(), Some("InvalidTriggerConfigException"), "{url}: {error}");
+        let message = error.to_string();
+        assert!(message.contains(address) && message.contains(kind), "{url}: {message}");
+        assert!(message.contains("--allow-private-webhooks"), "{message}");
+        assert_eq!(
+            server.error(
+                "GetDeploymentGroup",
+                json!({"applicationName": "shop", "deploymentGroupName": "private-hooks"})
+            ),
+            "DeploymentGroupDoesNotExistException",
+            "nothing stored for {url}"
+        );
+    }
+    server.ok("CreateDeploymentGroup", group("https://93.184.216.34/hook"));
+    let error = server
+        .call(
+            "UpdateDeploymentGroup",
+            json!({
+                "applicationName": "shop",
+                "currentDeploymentGroupName": "private-hooks",
+                "triggerConfigurations": [trigger("hook", "http://169.254.169.254/", &["DeploymentSuccess"])],
+            }),
+        )
+        .expect_err("an update to the metadata address");
+    assert_eq!(error.exception(), Some("InvalidTriggerConfigException"), "{error}");
+    let group_info =
+        server.ok("GetDeploymentGroup", json!({"applicationName": "shop", "deploymentGroupName": "private-hooks"}));
+    assert_eq!(
+        group_info["deploymentGroupInfo"]["triggerConfigurations"][0]["triggerTargetArn"],
+        "https://93.184.216.34/hook"
+    );
+}
+
+/// The address is checked again at every delivery, on the addresses the
+/// connection then uses: a target accepted earlier (here, while the server
+/// allowed private webhooks; in the wild, a name that resolved to a public
+/// address and now resolves to loopback) is not delivered to.
+#[test]
+fn webhook_deliveries_check_the_address_again() {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let receiver = Receiver::start(0, 200, got.clone());
+    let mut server = Server::start("rebinding", &["--allow-private-webhooks", "--trigger-retry-max", "1"]);
+    let wanted = ["DeploymentStart", "DeploymentSuccess"];
+    let settings = json!({"triggerConfigurations": [trigger("ops", &receiver.url(), &wanted)]});
+    let fleet = server.fleet("shop", "rebinding", 1, settings);
+    let agents = Agents::run(&fleet, scripted::never());
+    let first = server.deploy("shop", "rebinding", "a.tgz", json!({}));
+    assert_eq!(server.wait_end(&first, WAIT)["status"], "Succeeded");
+    wait_for("the allowed deliveries", Duration::from_secs(30), || delivered(&got).len() >= 2);
+    agents.stop();
+    server.kill();
+    server.respawn_with(&["--trigger-retry-max", "1"]);
+    let agents = Agents::run(&fleet, scripted::never());
+    let second = server.deploy("shop", "rebinding", "b.tgz", json!({}));
+    assert_eq!(server.wait_end(&second, WAIT)["status"], "Succeeded");
+    agents.stop();
+    let refused = |line: &&str| {
+        line.contains(&receiver.url()) && line.contains("a loopback address; the server sends webhooks only to public")
+    };
+    wait_for("two refused delivery attempts", Duration::from_secs(30), || {
+        server.log().lines().filter(refused).count() >= 2
+    });
+    let to_second = delivered(&got).into_values().filter(|m| m["deploymentId"] == second.as_str()).count();
+    assert_eq!(to_second, 0, "nothing delivered to loopback once private webhooks are not allowed");
 }

@@ -37,6 +37,19 @@ enum Command {
     Watch(WatchArgs),
     Stop(StopArgs),
     Rollback(RollbackArgs),
+    RotateSecretsKey(RotateSecretsKeyArgs),
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "rotate-secrets-key")]
+/// seal every secret in the database again under a new key (server stopped; see docs/security.md).
+struct RotateSecretsKeyArgs {
+    /// data directory (its secrets-key file, and the SQLite database by default)
+    #[argh(option)]
+    data_dir: PathBuf,
+    /// store URL (default: SQLite in the data directory)
+    #[argh(option)]
+    database: Option<String>,
 }
 
 #[derive(FromArgs)]
@@ -190,6 +203,9 @@ struct ServerArgs {
     /// longest wait in seconds between trigger delivery attempts (default 300)
     #[argh(option, default = "300")]
     trigger_retry_max: u64,
+    /// send webhooks to loopback, link-local and private addresses too (default: refused)
+    #[argh(switch)]
+    allow_private_webhooks: bool,
     /// a git repository for GitHub revisions, NAME=PATH_OR_URL (NAME as in
     /// gitHubLocation.repository, e.g. acme/shop); repeatable
     #[argh(option)]
@@ -197,16 +213,40 @@ struct ServerArgs {
     /// a directory of git repositories: repository owner/repo is DIR/owner/repo.git
     #[argh(option)]
     git_root: Option<PathBuf>,
+    /// connections open at once; at the cap, idle and unauthenticated ones are closed first (default 1024)
+    #[argh(option, default = "1024")]
+    max_connections: usize,
+    /// seconds for a TLS handshake and for request headers (default 10)
+    #[argh(option, default = "10")]
+    header_timeout: u64,
+    /// seconds a connection without a request in flight stays open (default 60)
+    #[argh(option, default = "60")]
+    idle_timeout: u64,
+    /// seconds to receive a whole body read before authentication, or a small document (default 30)
+    #[argh(option, default = "30")]
+    body_timeout: u64,
+    /// request bodies read before authentication at once (default 16)
+    #[argh(option, default = "16")]
+    preauth_bodies: usize,
+    /// serve HTTP/1.1 only (no HTTP/2, neither prior knowledge nor ALPN)
+    #[argh(switch)]
+    no_http2: bool,
 }
 
 fn main() -> ExitCode {
     edgedeploy::logger::init(log::Level::Info);
     let cli: Cli = argh::from_env();
     let result = match cli.command {
-        Command::Server(args) => serve(args),
+        Command::Server(args) => {
+            server::private_umask();
+            serve(args)
+        }
         Command::Push(args) => push_command(args),
         Command::Deploy(args) => deploy_command(args),
-        Command::RegisterInstance(args) => register_instance_command(args),
+        Command::RegisterInstance(args) => {
+            server::private_umask();
+            register_instance_command(args)
+        }
         Command::DeregisterInstance(args) => commands::deregister_command(args),
         Command::TagInstance(args) => commands::tag_command(args),
         Command::UntagInstance(args) => commands::untag_command(args),
@@ -215,6 +255,10 @@ fn main() -> ExitCode {
         Command::Watch(args) => commands::watch_command(args),
         Command::Stop(args) => commands::stop_command(args),
         Command::Rollback(args) => commands::rollback_command(args),
+        Command::RotateSecretsKey(args) => runtime().and_then(|rt| {
+            server::private_umask();
+            rt.block_on(server::rotate_secrets_key(&args.data_dir, args.database.as_deref())).map(|m| println!("{m}"))
+        }),
         Command::Demo(args) => demo::run(
             &demo::DemoOptions {
                 devices: args.devices,
@@ -236,12 +280,23 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServerArgs) -> Result<(), String> {
+    let limits = server::listen::Limits {
+        max_connections: args.max_connections.max(1),
+        header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        body_timeout: Duration::from_secs(args.body_timeout.max(1)),
+        preauth_bodies: args.preauth_bodies.max(1),
+        http2: !args.no_http2,
+        ..server::listen::Limits::default()
+    };
+    let _ = server::listen::configure(limits);
     let settings = Settings {
         pickup_timeout: Duration::from_secs(args.pickup_timeout),
         event_timeout: Duration::from_secs(args.event_timeout),
         triggers: server::triggers::DeliverySettings {
             timeout: Duration::from_secs(args.trigger_timeout.max(1)),
             retry_max: Duration::from_secs(args.trigger_retry_max.max(1)),
+            allow_private: args.allow_private_webhooks,
             ..server::triggers::DeliverySettings::default()
         },
         git: server::git::Sources::from_flags(&args.git_repository, args.git_root.as_deref())?,

@@ -23,14 +23,41 @@ pub enum Identity {
 /// signing input (headers with lowercase names).
 pub use crate::protocol::sigv4::Request as SignedRequest;
 
-/// The value of header `name` (lowercase) of `req`.
-fn header<'a>(req: &'a SignedRequest<'_>, name: &str) -> Option<&'a str> {
-    req.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+/// The value of header `name` (lowercase) among `headers`.
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }
 
-/// Checks the request's signature and returns the caller.
-pub async fn authenticate(store: &Store, req: &SignedRequest<'_>) -> Result<Identity, ApiError> {
-    let header_value = header(req, "authorization").ok_or_else(|| {
+/// Headers every signature must cover on the JSON APIs: the operation
+/// (`x-amz-target`) is chosen by a header, so it must be signed.
+pub const JSON_SIGNED_HEADERS: &[&str] = &["host", "x-amz-date", "x-amz-target"];
+
+/// A signature whose headers were checked and whose key is known; what is
+/// left is the payload hash, that is, the body. Made by [`check_headers`]
+/// before any body is read.
+pub struct KeyCheck {
+    auth: Authorization,
+    amz_date: String,
+    secret: String,
+    identity: Identity,
+}
+
+impl std::fmt::Debug for KeyCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyCheck({}, {:?})", self.auth.access_key_id, self.identity)
+    }
+}
+
+/// Checks everything of a signature that does not need the body: the
+/// Authorization header, X-Amz-Date and the clock skew, that `required`
+/// headers are signed, that the key exists. Reads nothing but the store.
+pub async fn check_headers(
+    store: &Store,
+    headers: &[(String, String)],
+    service: &str,
+    required: &[&str],
+) -> Result<KeyCheck, ApiError> {
+    let header_value = header(headers, "authorization").ok_or_else(|| {
         ApiError::new(
             403,
             "MissingAuthenticationTokenException",
@@ -39,9 +66,33 @@ pub async fn authenticate(store: &Store, req: &SignedRequest<'_>) -> Result<Iden
     })?;
     let auth = Authorization::parse(header_value)
         .map_err(|e| ApiError::new(403, "IncompleteSignatureException", e.to_string()))?;
-    let amz_date = header(req, "x-amz-date").ok_or_else(|| {
+    let amz_date = header(headers, "x-amz-date").ok_or_else(|| {
         ApiError::new(403, "IncompleteSignatureException", "X-Amz-Date is missing; it must be signed")
     })?;
+    if let Some(missing) = unsigned(&auth.signed_headers, required) {
+        return Err(ApiError::new(
+            403,
+            "InvalidSignatureException",
+            format!(
+                "'{missing}' must be a 'SignedHeader' in the AWS Authorization (SignedHeaders={})",
+                auth.signed_headers.join(";")
+            ),
+        ));
+    }
+    let now = u64::try_from(now_millis() / 1000).unwrap_or_default();
+    let at = crate::clock::parse_amz_date(amz_date).ok_or_else(|| {
+        ApiError::new(403, "IncompleteSignatureException", format!("X-Amz-Date {amz_date:?} is not YYYYMMDDTHHMMSSZ"))
+    })?;
+    if at.abs_diff(now) > crate::protocol::sigv4::MAX_SKEW_SECONDS {
+        return Err(ApiError::new(403, "InvalidSignatureException", SigError::Skewed { request: at, now }.to_string()));
+    }
+    if auth.service != service {
+        return Err(ApiError::new(
+            403,
+            "IncompleteSignatureException",
+            format!("credential scope service {:?} is not {service:?}", auth.service),
+        ));
+    }
     let row: Option<(String, String, Option<String>)> =
         sqlx::query_as("SELECT secret_access_key, kind, instance_name FROM credentials WHERE access_key_id = $1")
             .bind(&auth.access_key_id)
@@ -54,16 +105,38 @@ pub async fn authenticate(store: &Store, req: &SignedRequest<'_>) -> Result<Iden
             "The security token included in the request is invalid.",
         ));
     };
-    let now = u64::try_from(now_millis() / 1000).unwrap_or_default();
-    auth.verify(&secret, amz_date, req, now).map_err(|e| match e {
-        SigError::Malformed(m) => ApiError::new(403, "IncompleteSignatureException", m),
-        other => ApiError::new(403, "InvalidSignatureException", other.to_string()),
-    })?;
-    match (kind.as_str(), instance) {
-        ("admin", _) => Ok(Identity::Admin),
-        ("instance", Some(name)) => Ok(Identity::Instance(name)),
-        _ => Err(ApiError::internal(format!("credential {} has kind {kind:?}", auth.access_key_id))),
+    let secret = store
+        .secrets
+        .open(&secret, &super::secrets::credential_aad(&auth.access_key_id))
+        .map_err(ApiError::internal)?;
+    let identity = match (kind.as_str(), instance) {
+        ("admin", _) => Identity::Admin,
+        ("instance", Some(name)) => Identity::Instance(name),
+        _ => return Err(ApiError::internal(format!("credential {} has kind {kind:?}", auth.access_key_id))),
+    };
+    Ok(KeyCheck { auth, amz_date: amz_date.to_string(), secret, identity })
+}
+
+/// The first of `required` that `signed` lacks.
+pub fn unsigned<'a>(signed: &[String], required: &[&'a str]) -> Option<&'a str> {
+    required.iter().find(|r| !signed.iter().any(|s| s == *r)).copied()
+}
+
+impl KeyCheck {
+    /// Checks the signature over `req` (its payload hash included).
+    pub fn verify(self, req: &SignedRequest<'_>) -> Result<Identity, ApiError> {
+        let now = u64::try_from(now_millis() / 1000).unwrap_or_default();
+        self.auth.verify(&self.secret, &self.amz_date, req, now).map_err(|e| match e {
+            SigError::Malformed(m) => ApiError::new(403, "IncompleteSignatureException", m),
+            other => ApiError::new(403, "InvalidSignatureException", other.to_string()),
+        })?;
+        Ok(self.identity)
     }
+}
+
+/// Checks the request's signature and returns the caller.
+pub async fn authenticate(store: &Store, req: &SignedRequest<'_>) -> Result<Identity, ApiError> {
+    check_headers(store, req.headers, req.service, &["host"]).await?.verify(req)
 }
 
 /// Refuses anyone but the admin.
@@ -94,7 +167,7 @@ pub async fn create_key(store: &Store, instance_name: Option<&str>) -> Result<(S
         "INSERT INTO credentials (access_key_id, secret_access_key, kind, instance_name, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(&id)
-    .bind(&secret)
+    .bind(store.secrets.seal(&secret, &super::secrets::credential_aad(&id)))
     .bind(kind)
     .bind(instance_name)
     .bind(now_millis())
@@ -119,7 +192,7 @@ pub async fn ensure_admin_credentials(store: &Store, data_dir: &Path) -> Result<
         }
         sqlx::query("INSERT INTO credentials (access_key_id, secret_access_key, kind, instance_name, created_at) VALUES ($1, $2, 'admin', NULL, $3)")
             .bind(&id)
-            .bind(&secret)
+            .bind(store.secrets.seal(&secret, &super::secrets::credential_aad(&id)))
             .bind(now_millis())
             .execute(&store.pool)
             .await

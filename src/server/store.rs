@@ -193,16 +193,23 @@ pub struct Store {
     pub pool: AnyPool,
     /// The database behind the pool.
     pub backend: Backend,
+    /// The keys the secrets in the database are sealed with.
+    pub secrets: std::sync::Arc<super::secrets::Keyring>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and applies the schema.
-    pub async fn open(url: &str) -> Result<Store, String> {
+    /// Opens (creating if needed) the database at `url` and applies the
+    /// schema; `secrets` seal and open the secrets in it.
+    pub async fn open(url: &str, secrets: std::sync::Arc<super::secrets::Keyring>) -> Result<Store, String> {
         let backend = Backend::of(url)?;
-        Self::connect(url, backend).await.map_err(|e| format!("opening the store {}: {e}", redact(url)))
+        Self::connect(url, backend, secrets).await.map_err(|e| format!("opening the store {}: {e}", redact(url)))
     }
 
-    async fn connect(url: &str, backend: Backend) -> Result<Store, sqlx::Error> {
+    async fn connect(
+        url: &str,
+        backend: Backend,
+        secrets: std::sync::Arc<super::secrets::Keyring>,
+    ) -> Result<Store, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let mut options = AnyConnectOptions::from_str(url)?;
         options = options.log_statements(log::LevelFilter::Trace);
@@ -215,9 +222,14 @@ impl Store {
                     if sqlite {
                         // WAL: readers do not block the writer; busy_timeout:
                         // concurrent writers wait instead of failing.
-                        for pragma in
-                            ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=10000", "PRAGMA synchronous=FULL"]
-                        {
+                        // secure_delete: what is deleted or overwritten
+                        // (e.g. a secret sealed again) is zeroed on disk.
+                        for pragma in [
+                            "PRAGMA journal_mode=WAL",
+                            "PRAGMA busy_timeout=10000",
+                            "PRAGMA synchronous=FULL",
+                            "PRAGMA secure_delete=ON",
+                        ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }
                     }
@@ -227,7 +239,7 @@ impl Store {
             .connect_with(options)
             .await?;
         apply_schema(&pool, backend).await?;
-        Ok(Store { pool, backend })
+        Ok(Store { pool, backend, secrets })
     }
 
     /// The SQLite URL of the embedded default in `data_dir`.

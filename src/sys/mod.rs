@@ -204,3 +204,10 @@ pub fn install_stop_handler() -> io::Result<std::os::fd::OwnedFd> {
 pub fn stop_requested() -> bool {
     STOP_REQUESTED.load(std::sync::atomic::Ordering::SeqCst)
 }
+
+/// Sets the process's file mode creation mask; returns the previous one.
+#[cfg(feature = "server")]
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask only swaps the process's mask; it cannot fail.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}

@@ -212,6 +212,10 @@ impl Drop for Postgres {
     }
 }
 
+/// The secrets key every replica and command on the shared database uses
+/// (`EDGEDEPLOY_SECRETS_KEY`): replicas must share it (docs/security.md).
+pub const SECRETS_KEY: &str = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
+
 /// One `edgedeploy server` replica with its own data directory.
 pub struct Replica {
     /// Its name in messages.
@@ -232,6 +236,7 @@ impl Replica {
             .args(["server", "--data-dir"])
             .arg(dir.join("data"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--database", database])
+            .env("EDGEDEPLOY_SECRETS_KEY", SECRETS_KEY)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

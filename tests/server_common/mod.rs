@@ -63,6 +63,9 @@ pub struct ServerProcess {
     work_dir: PathBuf,
     data_dir: PathBuf,
     endpoint: String,
+    addr: SocketAddr,
+    extra: Vec<String>,
+    umask: Option<String>,
 }
 
 impl ServerProcess {
@@ -73,14 +76,29 @@ impl ServerProcess {
 
     /// Starts a server with `extra` arguments after `server --data-dir D --listen A`.
     pub fn start_with(extra: &[&str]) -> ServerProcess {
+        Self::start_under(None, extra)
+    }
+
+    /// Starts a server as [`Self::start_with`] does, through `sh -c` with
+    /// `umask MASK` (e.g. `022`) when `umask` is given; the shell also makes
+    /// the file `WORK/umask-probe` under that mask, for comparison.
+    pub fn start_under(umask: Option<&str>, extra: &[&str]) -> ServerProcess {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let work_dir = std::env::temp_dir().join(format!("edgedeploy-server-test-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&work_dir);
         fs::create_dir_all(&work_dir).expect("creating the test directory");
         let data_dir = work_dir.join("data");
         let mut last_error = String::new();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         for _ in 0..3 {
-            match Self::spawn(&work_dir, &data_dir, extra) {
+            let addr = match free_port() {
+                Ok(addr) => addr,
+                Err(e) => {
+                    last_error = e;
+                    continue;
+                }
+            };
+            match Self::spawn(&work_dir, &data_dir, addr, &extra, umask) {
                 Ok(server) => return server,
                 Err(e) => last_error = e,
             }
@@ -88,23 +106,87 @@ impl ServerProcess {
         panic!("edgedeploy server did not start: {last_error}");
     }
 
-    fn spawn(work_dir: &Path, data_dir: &Path, extra: &[&str]) -> Result<ServerProcess, String> {
-        let addr = free_port()?;
-        let log = fs::File::create(work_dir.join("server.log")).map_err(|e| e.to_string())?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let mut command = Command::new(EDGEDEPLOY);
-        command.arg("server").arg("--data-dir").arg(data_dir).arg("--listen").arg(addr.to_string()).args(extra);
-        let child = command.stdin(Stdio::null()).stdout(log).stderr(log2).spawn().map_err(|e| e.to_string())?;
+    fn spawn(
+        work_dir: &Path,
+        data_dir: &Path,
+        addr: SocketAddr,
+        extra: &[String],
+        umask: Option<&str>,
+    ) -> Result<ServerProcess, String> {
+        let child = Self::spawn_child(work_dir, data_dir, addr, extra, umask, &[])?;
         let mut server = ServerProcess {
             child,
             work_dir: work_dir.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
             endpoint: format!("http://{addr}"),
+            addr,
+            extra: extra.to_vec(),
+            umask: umask.map(str::to_string),
         };
+        server.wait_listening()?;
+        Ok(server)
+    }
+
+    fn spawn_child(
+        work_dir: &Path,
+        data_dir: &Path,
+        addr: SocketAddr,
+        extra: &[String],
+        umask: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<Child, String> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(work_dir.join("server.log"))
+            .map_err(|e| e.to_string())?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let mut command = match umask {
+            None => Command::new(EDGEDEPLOY),
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {mask} && : > \"$0/umask-probe\" && exec \"$@\""))
+                    .arg(work_dir)
+                    .arg(EDGEDEPLOY);
+                sh
+            }
+        };
+        command.arg("server").arg("--data-dir").arg(data_dir).arg("--listen").arg(addr.to_string()).args(extra);
+        command.envs(env.iter().copied());
+        command.stdin(Stdio::null()).stdout(log).stderr(log2).spawn().map_err(|e| e.to_string())
+    }
+
+    /// Kills the server and starts it again on the same data directory and
+    /// address, with `env` added to its environment.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.kill();
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            self.child =
+                Self::spawn_child(&self.work_dir, &self.data_dir, self.addr, &self.extra, self.umask.as_deref(), env)
+                    .expect("restarting the server");
+            match self.wait_listening() {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => panic!("the server did not restart: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn wait_listening(&mut self) -> Result<(), String> {
+        let server = self;
+        let addr = server.addr;
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(server);
+                return Ok(());
             }
             if let Ok(Some(status)) = server.child.try_wait() {
                 return Err(format!("it exited with {status}: {}", server.log()));
@@ -119,6 +201,11 @@ impl ServerProcess {
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The server's data directory.
@@ -248,4 +335,49 @@ pub fn dedent(text: &str) -> String {
 pub fn write_credentials(path: &Path, access_key_id: &str, secret: &str) {
     fs::write(path, format!("[default]\naws_access_key_id = {access_key_id}\naws_secret_access_key = {secret}\n"))
         .expect("writing a credentials file");
+}
+
+/// Runs the `openssl` CLI in `dir`; panics with its output if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running openssl (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A throwaway CA and a server certificate for 127.0.0.1 and localhost
+/// signed by it, made in `dir` by the `openssl` CLI; returns (CA
+/// certificate, server certificate, server key).
+pub fn make_tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    #[rustfmt::skip]
+    openssl(dir, &[
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=edgedeploy test ca",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("writing server.ext");
+    #[rustfmt::skip]
+    openssl(dir, &[
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost",
+    ]);
+    #[rustfmt::skip]
+    openssl(dir, &[
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-set_serial", "0x5eed", "-days", "2", "-extfile", "server.ext", "-out", "server.pem",
+    ]);
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
 }

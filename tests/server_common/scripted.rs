@@ -29,13 +29,27 @@ pub struct Server {
     pub dir: PathBuf,
     port: u16,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     admin: Option<Client>,
+}
+
+/// The secrets key for servers that share one database: the one of the
+/// environment (`EDGEDEPLOY_SECRETS_KEY`, which CI sets for runs on a shared
+/// PostgreSQL) or a fixed test key. Replicas must share it.
+pub fn shared_secrets_key() -> String {
+    std::env::var("EDGEDEPLOY_SECRETS_KEY")
+        .unwrap_or_else(|_| "7e57ab1e7e57ab1e7e57ab1e7e57ab1e7e57ab1e7e57ab1e7e57ab1e7e57ab1e".to_string())
 }
 
 impl Server {
     /// Starts a server with `extra` arguments.
     pub fn start(name: &str, extra: &[&str]) -> Server {
+        Self::start_with_env(name, extra, &[])
+    }
+
+    /// Starts a server with `extra` arguments and `env` added to its environment.
+    pub fn start_with_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("edscripted-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -48,7 +62,8 @@ impl Server {
         {
             extra.extend(["--database".to_string(), url]);
         }
-        let mut server = Server { dir, port, extra, child: None, admin: None };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut server = Server { dir, port, extra, env, child: None, admin: None };
         server.spawn();
         server
     }
@@ -67,6 +82,7 @@ impl Server {
             .arg(&self.dir)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -85,6 +101,19 @@ impl Server {
             assert!(Instant::now() < deadline, "server did not come up; log:\n{}", self.log());
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Starts the process again with `extra` arguments instead of the
+    /// first ones (after [`Server::kill`]); the database URL is kept.
+    pub fn respawn_with(&mut self, extra: &[&str]) {
+        let database: Vec<String> = self
+            .extra
+            .iter()
+            .position(|a| a == "--database")
+            .map(|i| self.extra[i..(i + 2).min(self.extra.len())].to_vec())
+            .unwrap_or_default();
+        self.extra = extra.iter().map(|s| s.to_string()).chain(database).collect();
+        self.spawn();
     }
 
     /// Kills the process (SIGKILL).
@@ -122,6 +151,7 @@ impl Server {
     pub fn register(&self, name: &str, tag: &str) -> (PathBuf, Instance) {
         let config = self.dir.join("agents").join(format!("{name}.yml"));
         let out = Command::new(SERVER)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["register-instance", "--data-dir"])
             .arg(&self.dir)
             .args(["--name", name, "--tag", &format!("fleet={tag}"), "--agent-config"])

@@ -153,6 +153,7 @@ pub async fn create_temp(dir: &Path) -> Result<(TempFile, tokio::fs::File), S3Er
     let file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&path)
         .await
         .map_err(|e| S3Error::io(&format!("creating {}", path.display()), e))?;

@@ -196,11 +196,16 @@ pub async fn drain(body: &mut Body, budget: u64) {
 /// Refuses a request before its body is read: a body of at most
 /// [`DRAIN_LIMIT`] declared bytes is read and discarded first, so that the
 /// client reads the answer and the connection stays usable (larger ones
-/// are left; hyper then closes the connection).
+/// are left; hyper then closes the connection). Such a body is read
+/// before authentication: only while a pre-authentication slot is free
+/// and within the body timeout (`server::listen`).
 pub async fn refuse(mut body: Body, headers: &HeaderMap, e: S3Error) -> S3Error {
     let declared = header(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
-    if declared.is_none_or(|n| n <= DRAIN_LIMIT) {
-        drain(&mut body, DRAIN_LIMIT).await;
+    if declared.is_none_or(|n| n <= DRAIN_LIMIT)
+        && let Some(_slot) = crate::server::listen::preauth_slot()
+    {
+        let deadline = crate::server::listen::limits().body_timeout;
+        let _ = tokio::time::timeout(deadline, drain(&mut body, DRAIN_LIMIT)).await;
     }
     e
 }
@@ -259,7 +264,7 @@ pub async fn receive(body: Body, mut expect: Expect, file: tokio::fs::File) -> R
     if let Err(e) = streamed {
         // A little more is read so that a client that overshot a limit by
         // a little can still read the answer.
-        drain(&mut body, DRAIN_LIMIT).await;
+        let _ = tokio::time::timeout(crate::server::listen::limits().body_timeout, drain(&mut body, DRAIN_LIMIT)).await;
         return Err(e);
     }
     let trailers = match decoder {
@@ -352,9 +357,18 @@ pub async fn receive_small(
     limit: usize,
 ) -> Result<Vec<u8>, S3Error> {
     let mut expect = expectations(headers, payload, signer, limit as u64)?;
-    let raw = axum::body::to_bytes(body, limit.saturating_mul(2).saturating_add(64 * 1024))
-        .await
-        .map_err(|_| S3Error::too_large(limit as u64))?;
+    let deadline = crate::server::listen::limits().body_timeout;
+    let raw =
+        tokio::time::timeout(deadline, axum::body::to_bytes(body, limit.saturating_mul(2).saturating_add(64 * 1024)))
+            .await
+            .map_err(|_| {
+                S3Error::new(
+                    400,
+                    "RequestTimeout",
+                    format!("the request document was not received within {deadline:?}"),
+                )
+            })?
+            .map_err(|_| S3Error::too_large(limit as u64))?;
     let mut hashes =
         Hashes { size: 0, md5: Md5::new(), sha256: Sha256::new(), checksum: expect.checksum.map(Hasher::new) };
     let mut out = Vec::new();

@@ -141,10 +141,12 @@ pub async fn handle(state: &State, request: Request<Body>) -> Response {
     let mut response = match serve(&ctx, request).await {
         Ok(response) => response,
         Err(e) => {
+            // The path is the client's: escaped, so that it cannot forge log lines.
+            let line = format!("bundle store: {method} {resource}: {e}");
             if e.status >= 500 {
-                log::warn!("bundle store: {method} {resource}: {e}");
+                log::warn!("{}", line.escape_debug());
             } else {
-                log::debug!("bundle store: {method} {resource}: {e}");
+                log::debug!("{}", line.escape_debug());
             }
             let mut response = e.into_response(&resource, &request_id, head);
             // A refusal before the body was read (or in its middle): hyper
@@ -162,13 +164,14 @@ pub async fn handle(state: &State, request: Request<Body>) -> Response {
 }
 
 /// A request body that records when it was read to its end.
-struct TrackedBody {
+pub struct TrackedBody {
     inner: Body,
     done: Arc<AtomicBool>,
 }
 
 impl TrackedBody {
-    fn wrap(request: Request<Body>) -> (Request<Body>, Arc<AtomicBool>) {
+    /// `request` with its body tracked, and the flag set at its end.
+    pub fn wrap(request: Request<Body>) -> (Request<Body>, Arc<AtomicBool>) {
         let done = Arc::new(AtomicBool::new(false));
         let tracked = request.map(|inner| Body::new(TrackedBody { inner, done: done.clone() }));
         (tracked, done)
@@ -484,7 +487,10 @@ async fn serve(ctx: &Ctx, request: Request<Body>) -> Result<Response, S3Error> {
     let query = query_pairs(&request);
     let (parts, body) = request.into_parts();
     match prepare(ctx, &parts, &headers, query).await {
-        Ok(prepared) => execute(ctx, prepared, &parts, body).await,
+        Ok(prepared) => {
+            super::listen::mark_authenticated(&parts.extensions);
+            execute(ctx, prepared, &parts, body).await
+        }
         Err(e) => Err(ingest::refuse(body, &parts.headers, e).await),
     }
 }

@@ -111,6 +111,10 @@ pub async fn credential(store: &Store, access_key_id: &str) -> Result<Option<Cre
             .fetch_optional(&store.pool)
             .await?;
     let Some((secret, kind, instance)) = row else { return Ok(None) };
+    let secret = store
+        .secrets
+        .open(&secret, &crate::server::secrets::credential_aad(access_key_id))
+        .map_err(|e| S3Error::internal(e.to_string()))?;
     let identity = match (kind.as_str(), instance) {
         ("admin", _) => Identity::Admin,
         ("instance", Some(name)) => Identity::Instance(name),

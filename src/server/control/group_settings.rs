@@ -152,6 +152,9 @@ fn check_tag_combination(doc: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Longest triggerName kept (it appears in messages and logs).
+const MAX_TRIGGER_NAME: usize = 256;
+
 fn invalid_trigger(message: String) -> ApiError {
     ApiError::client("InvalidTriggerConfigException", message)
 }
@@ -170,6 +173,11 @@ fn triggers_json(triggers: &[Value]) -> Result<Value, ApiError> {
         }
         let name = opt_str(trigger, "triggerName")?.filter(|n| !n.is_empty());
         let name = name.ok_or_else(|| invalid_trigger(format!("trigger {trigger} has no triggerName")))?;
+        if name.chars().any(char::is_control) || name.chars().count() > MAX_TRIGGER_NAME {
+            return Err(invalid_trigger(format!(
+                "triggerName {name:?} must be 1 to {MAX_TRIGGER_NAME} characters without control characters"
+            )));
+        }
         let target = opt_str(trigger, "triggerTargetArn")?.filter(|t| !t.is_empty());
         let target = target.ok_or_else(|| invalid_trigger(format!("trigger {name:?} has no triggerTargetArn")))?;
         check_trigger_target(name, target)?;
@@ -192,7 +200,10 @@ fn check_trigger_target(name: &str, target: &str) -> Result<(), ApiError> {
     }
     let rest = target.split_once("://").map(|(_, rest)| rest).unwrap_or_default();
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let bad = host.is_empty() || host.contains('@') || target.len() > 2048 || target.chars().any(char::is_whitespace);
+    let bad = host.is_empty()
+        || host.contains('@')
+        || target.len() > 2048
+        || target.chars().any(|c| c.is_whitespace() || c.is_control());
     if bad {
         return Err(invalid_trigger(format!(
             "trigger {name:?}: triggerTargetArn {target:?} is not a usable webhook URL (http://host[:port]/path or \
@@ -311,6 +322,14 @@ mod tests {
             ),
             (
                 json!({"triggerConfigurations": [{"triggerName": "t", "triggerTargetArn": "https:///x", "triggerEvents": []}]}),
+                "InvalidTriggerConfigException",
+            ),
+            (
+                json!({"triggerConfigurations": [{"triggerName": "t", "triggerTargetArn": "https://h/\u{1b}[2J", "triggerEvents": []}]}),
+                "InvalidTriggerConfigException",
+            ),
+            (
+                json!({"triggerConfigurations": [{"triggerName": "t\nforged", "triggerTargetArn": "https://h/", "triggerEvents": []}]}),
                 "InvalidTriggerConfigException",
             ),
             (json!({"autoRollbackConfiguration": {"events": ["SOMETIMES"]}}), "InvalidAutoRollbackConfigException"),

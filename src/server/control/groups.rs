@@ -125,6 +125,24 @@ where
     )))
 }
 
+/// Refuses webhook targets on loopback, link-local or private addresses
+/// (unless the server allows them): `triggerConfigurations` of `doc`.
+async fn check_webhooks(state: &State, doc: &Value) -> Result<(), ApiError> {
+    let settings = &state.settings.triggers;
+    let triggers = doc.get("triggerConfigurations").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    for trigger in triggers {
+        let name = trigger.get("triggerName").and_then(Value::as_str).unwrap_or_default();
+        let Some(url) = trigger.get("triggerTargetArn").and_then(Value::as_str) else { continue };
+        crate::server::triggers::address::check_url(url, settings.allow_private, WEBHOOK_RESOLVE_WAIT)
+            .await
+            .map_err(|e| ApiError::client("InvalidTriggerConfigException", format!("trigger {name:?}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// How long a webhook's host name may take to resolve when it is configured.
+const WEBHOOK_RESOLVE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// `CreateDeploymentGroup`.
 pub async fn create_deployment_group(state: &State, input: Value) -> OpResult {
     let app = APPLICATION_NAME.required(&input)?;
@@ -137,6 +155,7 @@ pub async fn create_deployment_group(state: &State, input: Value) -> OpResult {
     let mut doc = group_settings::defaults();
     group_settings::apply(&mut doc, &input)?;
     group_settings::apply_tags(&mut doc, &input)?;
+    check_webhooks(state, &doc).await?;
     require_application(state, &app).await?;
     check_config_exists(state, &config).await?;
     if find_group(state, &app, &name).await?.is_some() {
@@ -221,6 +240,7 @@ pub async fn update_deployment_group(state: &State, input: Value) -> OpResult {
     if let Some(config) = &config {
         check_config_exists(state, config).await?;
     }
+    check_webhooks(state, &input).await?;
     if let Some(new_name) = new_name.as_deref().filter(|n| *n != current)
         && find_group(state, &app, new_name).await?.is_some()
     {

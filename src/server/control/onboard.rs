@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::instances::{add_tags, register, session_arn_for};
-use super::tags::{MAX_TAG_KEY, MAX_TAG_VALUE, Tag};
+use super::tags::{MAX_TAG_KEY, MAX_TAG_VALUE, Tag, check_tag_text};
 use super::validate::INSTANCE_NAME;
 use crate::server::{self, Settings, State, auth};
 
@@ -84,6 +84,9 @@ pub fn parse_tag_arg(arg: &str) -> Result<Tag, String> {
     if value.chars().count() > MAX_TAG_VALUE {
         return Err(format!("--tag {arg:?}: the value is longer than {MAX_TAG_VALUE} characters"));
     }
+    check_tag_text("Key", key)
+        .and_then(|()| check_tag_text("Value", value))
+        .map_err(|e| format!("--tag {arg:?}: {e}"))?;
     Ok((key.to_string(), value.to_string()))
 }
 

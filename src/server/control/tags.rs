@@ -46,11 +46,24 @@ fn tag_part(item: &Value, part: &str, field: &str, invalid: &str) -> Result<Opti
         Some(Value::String(s)) => s,
         Some(other) => return Err(type_error(&format!("{field}.{part}"), other, "a string")),
     };
-    let max = if part == "Key" { MAX_TAG_KEY } else { MAX_TAG_VALUE };
-    if text.chars().count() > max {
-        return Err(ApiError::client(invalid, format!("{field}: tag {part} {text:?} is longer than {max} characters")));
-    }
+    check_tag_text(part, text).map_err(|e| ApiError::client(invalid, format!("{field}: {e}")))?;
     Ok(Some(text.clone()))
+}
+
+/// CodeDeploy's constraints on a tag's `Key` (`part` "Key", at most
+/// [`MAX_TAG_KEY`] characters) or `Value` (at most [`MAX_TAG_VALUE`]):
+/// no control characters (they would forge lines in logs and listings).
+/// Whether a Key may be empty is the caller's rule.
+pub fn check_tag_text(part: &str, text: &str) -> Result<(), String> {
+    let max = if part == "Key" { MAX_TAG_KEY } else { MAX_TAG_VALUE };
+    let shown: String = text.chars().take(64).collect::<String>().escape_default().to_string();
+    if text.chars().count() > max {
+        return Err(format!("tag {part} \"{shown}...\" is longer than {max} characters"));
+    }
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(format!("tag {part} \"{shown}\" contains the control character {:?}", c));
+    }
+    Ok(())
 }
 
 /// Tags as the model's `TagList`.
@@ -166,6 +179,21 @@ pub fn group_matches_instance(group_doc: &Value, tags: &[Tag]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tag_keys_and_values_follow_codedeploy_constraints() {
+        assert!(check_tag_text("Key", &"k".repeat(128)).is_ok());
+        assert!(check_tag_text("Key", &"k".repeat(129)).unwrap_err().contains("longer than 128"));
+        assert!(check_tag_text("Value", &"v".repeat(256)).is_ok());
+        assert!(check_tag_text("Value", "").is_ok());
+        assert!(check_tag_text("Value", &"é".repeat(256)).is_ok(), "characters, not bytes");
+        assert!(check_tag_text("Value", &"v".repeat(257)).unwrap_err().contains("longer than 256"));
+        for bad in ["a\nb", "a\rb", "\u{1b}[31m", "a\u{0}b", "a\u{7f}", "\u{85}"] {
+            let error = check_tag_text("Value", bad).unwrap_err();
+            assert!(error.contains("control character") && !error.contains('\n'), "{error}");
+        }
+        assert!(check_tag_text("Key", "env: prod/eu-west_1 +@=.").is_ok());
+    }
 
     fn tags(pairs: &[(&str, &str)]) -> Vec<Tag> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

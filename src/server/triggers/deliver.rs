@@ -51,9 +51,11 @@ pub struct Delivery {
     pub attempt: i64,
 }
 
-/// Sends `delivery`; Ok on a 2xx answer, else what went wrong.
-pub fn send(delivery: &Delivery, key: &[u8], timeout: Duration) -> Result<(), String> {
-    let agent = agent(&delivery.url, timeout)?;
+/// Sends `delivery`; Ok on a 2xx answer, else what went wrong. The
+/// receiver's addresses must be public unless `allow_private`
+/// ([`super::address`]).
+pub fn send(delivery: &Delivery, key: &[u8], timeout: Duration, allow_private: bool) -> Result<(), String> {
+    let agent = agent(&delivery.url, timeout, allow_private)?;
     let response = agent
         .post(&delivery.url)
         .header("Content-Type", "application/json")
@@ -68,13 +70,23 @@ pub fn send(delivery: &Delivery, key: &[u8], timeout: Duration) -> Result<(), St
     if (200..300).contains(&status) { Ok(()) } else { Err(format!("POST {}: HTTP {status}", delivery.url)) }
 }
 
-fn agent(url: &str, timeout: Duration) -> Result<ureq::Agent, String> {
-    let mut config =
-        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).max_redirects(0);
+/// An agent for one delivery: no redirects, no proxy from the environment
+/// (the connection must go to the address checked), the address check in
+/// its resolver.
+fn agent(url: &str, timeout: Duration, allow_private: bool) -> Result<ureq::Agent, String> {
+    let mut config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .max_redirects(0)
+        .proxy(None);
     if url.starts_with("https://") {
         config = crate::client::tls::configure(config, None).map_err(|e| format!("{url}: {e}"))?;
     }
-    Ok(config.build().into())
+    Ok(ureq::Agent::with_parts(
+        config.build(),
+        ureq::unversioned::transport::DefaultConnector::new(),
+        super::address::Resolver { allow: allow_private },
+    ))
 }
 
 fn clip(text: &str) -> String {

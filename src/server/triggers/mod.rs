@@ -9,6 +9,7 @@
 //! lease that expires and the event is sent again. The contract is
 //! at-least-once with a stable `eventId`. See `docs/triggers.md`.
 
+pub mod address;
 pub mod deliver;
 pub mod message;
 
@@ -38,6 +39,9 @@ pub struct DeliverySettings {
     pub retry_base: Duration,
     /// The longest wait between attempts.
     pub retry_max: Duration,
+    /// Send webhooks to loopback, link-local and private addresses too
+    /// (`--allow-private-webhooks`; see [`address`]).
+    pub allow_private: bool,
 }
 
 impl Default for DeliverySettings {
@@ -46,6 +50,7 @@ impl Default for DeliverySettings {
             timeout: Duration::from_secs(5),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
+            allow_private: false,
         }
     }
 }
@@ -67,16 +72,17 @@ pub async fn ensure_signing_key(store: &Store, data_dir: &Path) -> Result<String
         "INSERT INTO server_secrets (name, secret, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
     )
     .bind(KEY_NAME)
-    .bind(&fresh)
+    .bind(store.secrets.seal(&fresh, &super::secrets::server_secret_aad(KEY_NAME)))
     .bind(now_millis())
     .execute(&store.pool)
     .await
     .map_err(|e| format!("storing the trigger signing key: {e}"))?;
-    let (key,): (String,) = sqlx::query_as("SELECT secret FROM server_secrets WHERE name = $1")
+    let (sealed,): (String,) = sqlx::query_as("SELECT secret FROM server_secrets WHERE name = $1")
         .bind(KEY_NAME)
         .fetch_one(&store.pool)
         .await
         .map_err(|e| format!("reading the trigger signing key: {e}"))?;
+    let key = store.secrets.open(&sealed, &super::secrets::server_secret_aad(KEY_NAME)).map_err(|e| e.to_string())?;
     let path = data_dir.join(KEY_FILE);
     if std::fs::read_to_string(&path).ok().map(|k| k.trim().to_string()).as_deref() != Some(key.as_str()) {
         write_key_file(&path, &key).map_err(|e| format!("writing {}: {e}", path.display()))?;
@@ -142,9 +148,9 @@ async fn pass(state: &State, key: &Arc<Vec<u8>>) -> Result<usize, sqlx::Error> {
             continue;
         }
         let delivery = Delivery { event_id, event_type, url, body, attempt: attempts + 1 };
-        let (key, timeout) = (key.clone(), settings.timeout);
+        let (key, timeout, allow_private) = (key.clone(), settings.timeout, settings.allow_private);
         sending.spawn_blocking(move || {
-            let result = deliver::send(&delivery, &key, timeout);
+            let result = deliver::send(&delivery, &key, timeout, allow_private);
             (delivery, result)
         });
     }
