@@ -233,6 +233,7 @@ impl<'a> Engine<'a> {
             deployment_behavior: d.file_exists_behavior,
             cleanup_list: &cleanup_list,
             max_bytes: self.config.max_install_bytes,
+            max_entries: self.config.unpack.max_entries,
             allow_external_symlinks: self.config.unpack.allow_external_symlinks,
         };
         let report = install::install(&request).map_err(|e| e.to_string())?;

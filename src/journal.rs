@@ -75,7 +75,12 @@ pub fn sync_filesystems<'a>(paths: impl IntoIterator<Item = &'a Path>) -> io::Re
         let Some(existing) = path.ancestors().find(|p| p.exists()) else { continue };
         let meta = fs::metadata(existing)?;
         if seen.insert(meta.dev()) {
-            let file = File::open(existing).map_err(|e| with_path(e, "opening", existing))?;
+            // Non-blocking: a FIFO in the way is opened, not waited on.
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(existing)
+                .map_err(|e| with_path(e, "opening", existing))?;
             sys::syncfs(&file).map_err(|e| with_path(e, "syncing the filesystem of", existing))?;
         }
     }

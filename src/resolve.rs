@@ -21,6 +21,12 @@ pub const MAX_HOPS: u32 = 40;
 /// tree so that many deep, chained links cannot make the work explode.
 pub const DEFAULT_STEPS: u64 = 4 << 20;
 
+/// The budget of resolutions on disk (one lstat per step, whose own cost
+/// grows with the path's depth): far more than real AppSpecs need (a few
+/// steps per source), small enough that deep link chains named by many
+/// mappings stop in a fraction of a second.
+pub const DISK_STEPS: u64 = 1 << 16;
+
 /// Why a path does not resolve inside the tree.
 #[derive(Debug)]
 pub enum Escape {
@@ -68,7 +74,8 @@ pub struct Tree<'a> {
 /// (the final component is followed only with `follow_final`).
 pub fn resolve(tree: &mut Tree<'_>, start: &Path, path: &Path, follow_final: bool) -> Result<PathBuf, Escape> {
     let path = inside_target(tree.root, path).ok_or(Escape::Leaves { via: None })?;
-    let mut stack: Vec<OsString> = Vec::new();
+    // Where the walk is, kept up to date by push and pop (not rebuilt per step).
+    let mut here = PathBuf::new();
     let mut queue: VecDeque<Part> = start.components().chain(path.components()).map(Part::from).collect();
     let mut via: Option<PathBuf> = None;
     let mut hops = 0;
@@ -80,34 +87,32 @@ pub fn resolve(tree: &mut Tree<'_>, start: &Path, path: &Path, follow_final: boo
         let name = match part {
             Part::Cur => continue,
             Part::Root => {
-                stack.clear();
+                here.clear();
                 continue;
             }
-            Part::Parent => match stack.pop() {
-                Some(_) => continue,
-                None => return Err(Escape::Leaves { via }),
-            },
+            Part::Parent if here.pop() => continue,
+            Part::Parent => return Err(Escape::Leaves { via }),
             Part::Name(name) => name,
         };
-        stack.push(name);
+        here.push(name);
         if queue.is_empty() && !follow_final {
             break;
         }
-        let here: PathBuf = stack.iter().collect();
         let Some(target) = (tree.link)(&here).map_err(Escape::Io)? else { continue };
         hops += 1;
         if hops > MAX_HOPS {
             return Err(Escape::TooDeep);
         }
-        stack.pop();
-        let target = inside_target(tree.root, &target).ok_or_else(|| Escape::Leaves { via: Some(here.clone()) })?;
+        let link = here.clone();
+        here.pop();
+        let target = inside_target(tree.root, &target).ok_or_else(|| Escape::Leaves { via: Some(link.clone()) })?;
         // The target is walked before what followed the link.
         for part in target.components().rev() {
             queue.push_front(Part::from(part));
         }
-        via = Some(here);
+        via = Some(link);
     }
-    Ok(stack.iter().collect())
+    Ok(here)
 }
 
 /// A link target as a path to walk from the link's directory: relative
@@ -156,9 +161,14 @@ pub fn disk_link(root: &Path, rel: &Path) -> io::Result<Option<PathBuf>> {
 /// Resolves `rel` inside the directory `root` on disk (links followed only
 /// while they stay inside; the final one too with `follow_final`).
 pub fn inside(root: &Path, rel: &Path, follow_final: bool) -> Result<PathBuf, Escape> {
-    let mut steps = DEFAULT_STEPS;
+    let mut steps = DISK_STEPS;
+    inside_with(root, rel, follow_final, &mut steps)
+}
+
+/// [`inside`] with a step budget shared with other resolutions.
+pub fn inside_with(root: &Path, rel: &Path, follow_final: bool, steps: &mut u64) -> Result<PathBuf, Escape> {
     let mut link = |p: &Path| disk_link(root, p);
-    let mut tree = Tree { root: None, link: &mut link, steps: &mut steps };
+    let mut tree = Tree { root: None, link: &mut link, steps };
     let rel = rel.strip_prefix("/").unwrap_or(rel);
     resolve(&mut tree, Path::new(""), rel, follow_final)
 }

@@ -249,3 +249,118 @@ fn two_mappings_of_one_source_count_twice_against_max_install_bytes() {
     sb.write_config("max_install_bytes: 200000\n");
     assert_success(&deploy(&sb, &b));
 }
+
+#[test]
+fn many_mappings_of_empty_files_count_against_max_unpacked_entries() {
+    // Empty files cost no bytes; mapped twenty times they still cost inodes.
+    let sb = Sandbox::new("install-entries");
+    sb.write_config("max_unpacked_entries: 100\n");
+    let dest = sb.path("dest");
+    let files: Vec<(String, &str)> = (0..10).map(|i| (format!("app/e{i}"), "")).collect();
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+    let targets: Vec<PathBuf> = (0..20).map(|i| dest.join(format!("copy{i}"))).collect();
+    let mappings: Vec<(&str, &Path)> = targets.iter().map(|t| ("app", t.as_path())).collect();
+    let b = bundle(&sb, "b", &spec(&mappings), &files, &[]);
+    let out = deploy(&sb, &b);
+    assert_failed_with(
+        &out,
+        &["Install", "creates 220 files, links and directories", "max_unpacked_entries allows 100"],
+    );
+    assert!(!dest.exists(), "a refused install changed the destination");
+}
+
+#[test]
+fn retained_path_is_checked_as_it_is_on_disk() {
+    // RETAIN keeps a link someone planted at x; the revision's y -> x/precious.txt
+    // then leads through it to the victim: refused.
+    let sb = Sandbox::new("retain-link");
+    let victim = victim(&sb);
+    let dest = sb.path("dest");
+    fs::create_dir_all(&dest).unwrap();
+    symlink(&victim, dest.join("x")).unwrap();
+    let appspec = format!("{}file_exists_behavior: RETAIN\n", spec(&[("app", &dest)]));
+    let b = bundle(&sb, "b", &appspec, &[("app/x", "mine")], &[("app/y", "x/precious.txt")]);
+    let out = deploy(&sb, &b);
+    assert_failed_with(&out, &["app/y", "outside the destination"]);
+    assert!(fs::symlink_metadata(dest.join("y")).is_err());
+}
+
+#[test]
+fn deep_link_chains_named_by_many_mappings_stop_at_the_step_budget() {
+    // 39 chained links, each climbing 400 levels down and up again, named by
+    // 200 mappings: the resolution work is bounded for the whole install.
+    let sb = Sandbox::new("link-work");
+    let dest = sb.path("dest");
+    let deep = format!("{}{}", "x/".repeat(400), "../".repeat(400));
+    let names: Vec<String> = (1..=40).map(|i| format!("l{i}")).collect();
+    let targets: Vec<String> = (1..40).map(|i| format!("{deep}l{}", i + 1)).collect();
+    let mut links: Vec<(&str, &str)> =
+        names[..39].iter().map(String::as_str).zip(targets.iter().map(String::as_str)).collect();
+    links.push(("l40", "real"));
+    let mappings: Vec<(&str, &Path)> = (0..200).map(|_| ("l1/f", dest.as_path())).collect();
+    let b = bundle(&sb, "b", &spec(&mappings), &[("real/f", "f")], &links);
+    let started = std::time::Instant::now();
+    let out = deploy(&sb, &b);
+    eprintln!("refused after {:?}", started.elapsed());
+    assert_failed_with(&out, &["files[", "too many or too deep symbolic links to check"]);
+    assert!(!dest.exists());
+}
+
+#[test]
+fn acls_are_set_on_the_open_file_not_through_a_swapped_path() {
+    use edgedeploy::install::permissions::{Resolved, Settings};
+    if std::process::Command::new("setfacl").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "setfacl (Debian package acl) is needed by this test");
+        eprintln!("skipped: setfacl is not installed");
+        return;
+    }
+    let sb = Sandbox::new("acl-fd");
+    let victim = victim(&sb);
+    let staged = sb.path("staged");
+    fs::write(&staged, "mine").unwrap();
+    let file = fs::File::open(&staged).unwrap();
+    // The staged file is moved away and a link to the victim takes its name.
+    fs::rename(&staged, sb.path("moved")).unwrap();
+    symlink(victim.join("precious.txt"), &staged).unwrap();
+    let acls = vec!["u:nobody:rw".to_string()];
+    let settings = Settings { uid: None, gid: None, mode: None, acls: &acls };
+    Resolved::apply(&staged, &settings, &file).expect("setfacl on the descriptor");
+    let getfacl = |p: &Path| {
+        let out = std::process::Command::new("getfacl").arg("-p").arg(p).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(getfacl(&sb.path("moved")).contains("user:nobody:rw-"), "the ACL went to the open file");
+    assert!(!getfacl(&victim.join("precious.txt")).contains("nobody"), "the ACL went through the link");
+}
+
+#[test]
+fn an_agent_that_is_not_root_installs_through_search_only_directories() {
+    // Walking a destination's parents needs search permission only, as the
+    // kernel's own walk does: a 0711 directory must not stop a non-root agent.
+    use std::os::unix::fs::chown;
+    let root_user = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let setpriv = std::process::Command::new("setpriv").arg("--version").output().is_ok();
+    if !root_user || !setpriv {
+        assert!(std::env::var_os("CI").is_none(), "this test needs root and setpriv (util-linux)");
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let sb = Sandbox::new("search-only");
+    let nobody = 65534;
+    let dest = sb.path("dest");
+    fs::create_dir_all(&dest).unwrap();
+    chown(&dest, Some(nobody), Some(nobody)).unwrap();
+    fs::create_dir_all(sb.root()).unwrap();
+    chown(sb.root(), Some(nobody), Some(nobody)).unwrap();
+    let b = bundle(&sb, "b", &spec(&[("app", &dest.join("app"))]), &[("app/a.txt", "a")], &[]);
+    fs::set_permissions(&sb.dir, fs::Permissions::from_mode(0o711)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", AGENT, "deploy-local", "-c"])
+        .arg(sb.config())
+        .arg("-l")
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(sb.read("dest/app/a.txt"), "a");
+}

@@ -93,6 +93,7 @@ pub fn remove(paths: &[PathBuf]) -> io::Result<usize> {
 /// The parent of `path` opened without following links, and its name;
 /// `None` (logged when it is a link) when it cannot be reached that way.
 fn parent_of(path: &Path) -> Option<(at::Dir, &std::ffi::OsStr)> {
+    path.parent()?; // `/` is never removed
     match at::parent_nofollow(path) {
         Ok(found) => Some(found),
         Err(at::WalkError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,

@@ -13,19 +13,24 @@ use super::plan::{Kind, SourceItem};
 use crate::appspec::FileMapping;
 use crate::resolve::{self, Tree};
 
-/// Checks every link in `items` against its mapping's destination: where it leads once installed, with
+/// Checks every link in `items` (but those `retained`) against its mapping's destination: where it leads once installed, with
 /// the other links of this install and those already on disk followed as
 /// the kernel would.
 pub(super) fn check(
     items: &[SourceItem],
     mappings: &[FileMapping],
     archive: &Path,
+    retained: &[PathBuf],
 ) -> Result<(), InstallError> {
-    let planned: HashMap<&Path, &SourceItem> = items.iter().map(|i| (i.dst.as_path(), i)).collect();
+    // What the install puts at each path; a retained path keeps what is on disk.
+    let mut planned: HashMap<&Path, &SourceItem> = items.iter().map(|i| (i.dst.as_path(), i)).collect();
+    for path in retained {
+        planned.remove(path.as_path());
+    }
     let mut steps = resolve::DEFAULT_STEPS;
     for item in items {
         let owner = item.mapping;
-        if item.kind != Kind::Symlink {
+        if item.kind != Kind::Symlink || !planned.contains_key(item.dst.as_path()) {
             continue;
         }
         let destination = &mappings[owner].destination;

@@ -54,6 +54,9 @@ pub struct Request<'a> {
     pub cleanup_list: &'a Path,
     /// Largest total of bytes the install may write (0: no limit).
     pub max_bytes: u64,
+    /// Largest number of files, links and directories it may create,
+    /// every copy counted (0: no limit).
+    pub max_entries: u64,
     /// Accept symbolic links that lead outside their `files` destination.
     pub allow_external_symlinks: bool,
 }
@@ -93,13 +96,8 @@ pub enum InstallError {
         /// How it leaves.
         detail: String,
     },
-    /// The files to install exceed the install's byte budget.
-    Limit {
-        /// Bytes the install needs (at least).
-        needed: u64,
-        /// The budget (`max_install_bytes`).
-        max: u64,
-    },
+    /// The files to install exceed the install's budget of bytes or entries.
+    Limit(String),
     /// A destination's path goes through a symbolic link (or cannot be
     /// walked without following one).
     Walk {
@@ -147,10 +145,7 @@ impl fmt::Display for InstallError {
                 dst.display(),
                 destination.display()
             ),
-            InstallError::Limit { needed, max } => write!(
-                f,
-                "the install writes at least {needed} bytes; max_install_bytes allows {max} (nothing was changed)"
-            ),
+            InstallError::Limit(what) => write!(f, "{what} (nothing was changed)"),
             InstallError::Walk { path, source } => write!(f, "cannot install {}: {source}", path.display()),
             InstallError::Io(e) => write!(f, "install failed: {e}"),
         }
@@ -189,12 +184,13 @@ pub fn install(request: &Request) -> Result<Report, InstallError> {
     recover(request.cleanup_list)?;
     let previous = cleanup::read(request.cleanup_list)?;
     let items = collect_sources(request.archive_dir, &request.appspec.files)?;
-    if !request.allow_external_symlinks {
-        links::check(&items, &request.appspec.files, request.archive_dir)?;
-    }
-    let budget = Budget::new(request.max_bytes, &items)?;
+    let budget = Budget::new(request, &items)?;
     let behavior = effective_behavior(request.appspec, request.deployment_behavior);
     let plan = plan::plan(&items, &request.appspec.files, &previous, behavior, &probe).map_err(InstallError::Plan)?;
+    if !request.allow_external_symlinks {
+        // After the plan: a path it retains (RETAIN) keeps what is on disk.
+        links::check(&items, &request.appspec.files, request.archive_dir, &plan.retained)?;
+    }
     drop(items);
     let permissions = permissions::Resolved::new(&request.appspec.permissions, owned_objects(&plan.steps))
         .map_err(InstallError::Permissions)?;
@@ -226,6 +222,9 @@ pub fn install(request: &Request) -> Result<Report, InstallError> {
 /// a parent there is nothing of this path (the planner meets the link
 /// itself as that parent, and refuses or replaces it).
 fn probe(path: &Path) -> Option<Kind> {
+    if path.parent().is_none() {
+        return Some(Kind::Dir); // `/`
+    }
     let (dir, name) = at::parent_nofollow(path).ok()?;
     Some(match dir.kind(name).ok()?? {
         at::Kind::Dir => Kind::Dir,
@@ -241,9 +240,12 @@ fn probe(path: &Path) -> Option<Kind> {
 /// is installed as a link).
 fn collect_sources(archive: &Path, mappings: &[FileMapping]) -> Result<Vec<SourceItem>, InstallError> {
     let mut items = Vec::new();
+    // One budget for every mapping: many mappings through deep link chains
+    // cannot multiply the work.
+    let mut steps = resolve::DISK_STEPS;
     for (index, mapping) in mappings.iter().enumerate() {
         let source = mapping.source.display().to_string();
-        let rel = resolve::inside(archive, &mapping.source, false).map_err(|e| {
+        let rel = resolve::inside_with(archive, &mapping.source, false, &mut steps).map_err(|e| {
             InstallError::Source(format!("files[{index}].source {source:?} {e}; it must stay inside the revision"))
         })?;
         let src = archive.join(rel);
@@ -313,15 +315,25 @@ struct Budget {
 }
 
 impl Budget {
-    /// Checks the declared sizes of `items` against `max` (0: no limit).
-    fn new(max: u64, items: &[SourceItem]) -> Result<Budget, InstallError> {
+    /// Checks the number of `items` and their sizes against the request's
+    /// budgets (0: no limit): copies of one source count each time.
+    fn new(request: &Request<'_>, items: &[SourceItem]) -> Result<Budget, InstallError> {
+        let (max, max_entries) = (request.max_bytes, request.max_entries);
+        if max_entries != 0 && items.len() as u64 > max_entries {
+            return Err(InstallError::Limit(format!(
+                "the install creates {} files, links and directories; max_unpacked_entries allows {max_entries}",
+                items.len()
+            )));
+        }
         let left = if max == 0 { u64::MAX } else { max };
         let mut needed = 0u64;
         for item in items.iter().filter(|i| i.kind == Kind::File) {
             let len = fs::symlink_metadata(&item.src).map(|m| m.len()).unwrap_or(0);
             needed = needed.saturating_add(len);
             if needed > left {
-                return Err(InstallError::Limit { needed, max });
+                return Err(InstallError::Limit(format!(
+                    "the install writes at least {needed} bytes; max_install_bytes allows {max}"
+                )));
             }
         }
         Ok(Budget { left, max })
@@ -405,8 +417,7 @@ fn stage(steps: &[Step], permissions: &permissions::Resolved, mut budget: Budget
                     .map_err(|e| journal::with_path(e, "writing", &tmp_path))?;
                 match (settings, file) {
                     (Some(settings), Some(file)) => {
-                        permissions::Resolved::apply(dst, &settings, &file, &tmp_path)
-                            .map_err(InstallError::Permissions)?;
+                        permissions::Resolved::apply(dst, &settings, &file).map_err(InstallError::Permissions)?;
                     }
                     (Some(settings), None) if settings.uid.is_some() || settings.gid.is_some() => {
                         dir.lchown(&tmp, settings.uid, settings.gid).map_err(|e| {
@@ -501,12 +512,12 @@ fn commit(steps: &[Step], permissions: &permissions::Resolved) -> Result<(), Ins
             Step::Place { dst, .. } => (dst, false),
             Step::RemoveFirst(_) => continue,
         };
-        if let Some(settings) = permissions.settings(path, true).filter(|_| is_dir) {
+        if let Some(settings) = permissions.settings(path, true).filter(|_| is_dir && path.parent().is_some()) {
             // Opened without following a link: a directory swapped for a
             // link since it was created is refused, not followed.
             let (dir, name) = parents.of(path)?;
             let opened = dir.open_dir(name).map_err(|e| journal::with_path(e, "opening directory", path))?;
-            permissions::Resolved::apply(path, &settings, opened.as_file(), path).map_err(InstallError::Permissions)?;
+            permissions::Resolved::apply(path, &settings, opened.as_file()).map_err(InstallError::Permissions)?;
         }
         if has_context {
             permissions.apply_context(path, is_dir).map_err(InstallError::Permissions)?;
@@ -519,4 +530,16 @@ fn commit(steps: &[Step], permissions: &permissions::Resolved) -> Result<(), Ins
 fn parent_dirs<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> Vec<PathBuf> {
     let set: BTreeSet<&Path> = paths.map(|p| journal::parent_of(p)).collect();
     set.into_iter().map(Path::to_path_buf).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_directory_is_probed_as_a_directory() {
+        // `/` has no parent to open: it is there, and merged into, never created.
+        assert_eq!(probe(Path::new("/")), Some(Kind::Dir));
+        assert_eq!(probe(Path::new("/proc")), Some(Kind::Dir));
+    }
 }

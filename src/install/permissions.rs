@@ -75,10 +75,11 @@ impl<'a> Resolved<'a> {
         Some(Settings { uid, gid, mode: entry.mode, acls: &entry.acls })
     }
 
-    /// Applies `settings` to `file` (open on the object named `target`, at
-    /// `actual` on disk): owner and group first (chown clears setuid/setgid
-    /// bits), then the mode, then ACLs.
-    pub fn apply(target: &Path, settings: &Settings<'_>, file: &File, actual: &Path) -> Result<(), String> {
+    /// Applies `settings` to `file` (open on the object named `target`):
+    /// owner and group first (chown clears setuid/setgid bits), then the
+    /// mode, then ACLs, all on the open object: setfacl is handed
+    /// `/proc/self/fd/N`, never a path someone could swap for a link.
+    pub fn apply(target: &Path, settings: &Settings<'_>, file: &File) -> Result<(), String> {
         let fail = |what: &str, e: &dyn std::fmt::Display| format!("permissions for {}: {what}: {e}", target.display());
         if settings.uid.is_some() || settings.gid.is_some() {
             fchown(file, settings.uid, settings.gid).map_err(|e| fail("owner/group", &e))?;
@@ -87,7 +88,7 @@ impl<'a> Resolved<'a> {
             file.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| fail("mode", &e))?;
         }
         for acl in settings.acls {
-            run_tool("setfacl", &["--modify", acl], actual).map_err(|e| fail("acls", &e))?;
+            run_tool_on(file, "setfacl", &["--modify", acl]).map_err(|e| fail("acls", &e))?;
         }
         Ok(())
     }
@@ -151,9 +152,24 @@ fn require_tool(tool: &str) -> Result<(), String> {
     }
 }
 
+/// Runs `tool args... /proc/self/fd/N` on the open `file`.
+fn run_tool_on(file: &File, tool: &str, args: &[&str]) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let mut cmd = Command::new(tool);
+    cmd.args(args).arg(format!("/proc/self/fd/{fd}"));
+    crate::sys::inherit_fd(&mut cmd, fd);
+    finish_tool(tool, cmd.output())
+}
+
 /// Runs `tool args... path`.
 fn run_tool(tool: &str, args: &[&str], path: &Path) -> Result<(), String> {
-    let output = Command::new(tool).args(args).arg(path).output().map_err(|e| format!("running {tool}: {e}"))?;
+    finish_tool(tool, Command::new(tool).args(args).arg(path).output())
+}
+
+/// The outcome of a tool's run: `Ok` on success, else its status and stderr.
+fn finish_tool(tool: &str, output: std::io::Result<std::process::Output>) -> Result<(), String> {
+    let output = output.map_err(|e| format!("running {tool}: {e}"))?;
     if output.status.success() {
         return Ok(());
     }

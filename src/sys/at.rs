@@ -92,7 +92,11 @@ fn c_name(name: &OsStr) -> io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))
 }
 
+/// A directory opened to change it or its mode: needs read permission.
 const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+/// A directory only walked through or written in (`*at` calls): O_PATH
+/// needs search permission only, as the kernel's own walk does.
+const WALK_FLAGS: libc::c_int = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
 
 impl Dir {
     /// Opens `path` as the agent names it (its own paths: links followed).
@@ -147,9 +151,11 @@ impl Dir {
         }
     }
 
-    /// The subdirectory `name` (not a link); `walked` names it in errors.
+    /// The subdirectory `name` (not a link), opened to walk through or to
+    /// write in (not to read or chmod: see [`Dir::open_dir`]); `walked`
+    /// names it in errors.
     fn child(&self, name: &OsStr, walked: &Path) -> Result<Dir, WalkError> {
-        match self.openat(name, DIR_FLAGS, 0) {
+        match self.openat(name, WALK_FLAGS, 0) {
             Ok(fd) => Ok(Dir { file: File::from(fd) }),
             Err(source) => {
                 if let Ok(Some(Kind::Symlink)) = self.kind(name) {
@@ -165,7 +171,8 @@ impl Dir {
         Ok(Dir { file: self.file.try_clone()? })
     }
 
-    /// The directory itself, as a file (for fchmod, fchown, fsync).
+    /// The directory itself, as a file (for fchmod, fchown, fsync): only for
+    /// a directory from [`Dir::open`] or [`Dir::open_dir`].
     pub fn as_file(&self) -> &File {
         &self.file
     }

@@ -102,6 +102,20 @@ pub fn set_child_credentials(cmd: &mut Command, uid: u32, gid: u32, groups: Vec<
     }
 }
 
+/// Makes `fd` stay open in the child of `cmd` across exec (it is
+/// close-on-exec here), so a tool can be handed `/proc/self/fd/FD`: the
+/// object the agent holds open, never a path that may have changed since.
+pub fn inherit_fd(cmd: &mut Command, fd: RawFd) {
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // fcntl(2), async-signal-safe, on a descriptor the parent keeps open.
+    unsafe {
+        cmd.pre_exec(move || {
+            check(libc::fcntl(fd, libc::F_SETFD, 0))?;
+            Ok(())
+        });
+    }
+}
+
 /// Puts `fd` in non-blocking mode, so a read returns what is there now.
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl with F_GETFL/F_SETFL only changes the flags of a
