@@ -2,8 +2,11 @@
 //! bytes into a fresh directory, with small limits, and checking that nothing
 //! appeared beside it. See docs/fuzzing.md.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -59,6 +62,7 @@ pub fn unpack_bytes(data: &[u8], kind: BundleType) {
     if let Ok(report) = &result {
         assert!(report.bytes <= MAX_BYTES, "unpacked {} bytes past the {MAX_BYTES}-byte limit", report.bytes);
         assert!(report.entries <= MAX_ENTRIES, "unpacked {} entries past the limit", report.entries);
+        check_archive(&out);
     }
     if let Err(UnpackError::Io { path, .. }) = &result {
         assert!(path.starts_with(dir), "I/O error on {} outside the scratch directory", path.display());
@@ -73,6 +77,68 @@ pub fn unpack_bytes(data: &[u8], kind: BundleType) {
         names.iter().all(|n| n == "bundle" || n == "out"),
         "unpacking wrote beside the archive: {names:?} ({result:?})"
     );
+}
+
+/// What a successful unpack promises of the tree on disk, checked on the
+/// disk itself: its regular files hold at most [`MAX_BYTES`] (apparent
+/// sizes, each file once however many hard links it has: a later copy
+/// writes that much), and every symbolic link resolves inside it.
+fn check_archive(out: &Path) {
+    let root = fs::canonicalize(out).expect("resolving the archive");
+    let mut seen = HashSet::new();
+    let mut bytes = 0u64;
+    let mut stack = vec![out.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.file_type().is_symlink() {
+                let resolved = resolve(&path);
+                assert!(
+                    resolved.starts_with(&root),
+                    "symlink {} -> {:?} resolves to {}, outside the archive",
+                    path.display(),
+                    fs::read_link(&path).unwrap_or_default(),
+                    resolved.display()
+                );
+            } else if meta.is_file() && seen.insert((meta.dev(), meta.ino())) {
+                bytes += meta.len();
+            }
+        }
+    }
+    assert!(bytes <= MAX_BYTES, "the archive's files hold {bytes} bytes, past the {MAX_BYTES}-byte limit");
+}
+
+/// Where `path` leads on disk, following symbolic links component by
+/// component as the kernel would; past a missing component the rest is
+/// taken lexically. At most 40 links, like the kernel.
+fn resolve(path: &Path) -> PathBuf {
+    let mut pending: Vec<OsString> = path.components().rev().map(|c| c.as_os_str().to_os_string()).collect();
+    let mut at = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        match part.as_bytes() {
+            b"/" => at = PathBuf::from("/"),
+            b"." => {}
+            b".." => {
+                at.pop();
+            }
+            _ => {
+                let next = at.join(&part);
+                match fs::read_link(&next) {
+                    Ok(target) if links < 40 => {
+                        links += 1;
+                        pending.extend(target.components().rev().map(|c| c.as_os_str().to_os_string()));
+                    }
+                    _ => at = next,
+                }
+            }
+        }
+    }
+    at
 }
 
 /// Removes `root` even when the archive left directories without write or
@@ -95,5 +161,51 @@ fn open_up(dir: &Path) {
         for entry in entries.flatten() {
             open_up(&entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn fresh(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("edgedeploy-fuzz-test-{name}-{}", std::process::id()));
+        remove_tree(&dir);
+        fs::create_dir_all(dir.join("out/sub")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn resolve_follows_links_physically() {
+        let dir = fresh("resolve");
+        let out = dir.join("out");
+        symlink(".", out.join("dot")).unwrap();
+        symlink("dot/..", out.join("esc")).unwrap();
+        symlink("sub/../sub", out.join("in")).unwrap();
+        let root = fs::canonicalize(&out).unwrap();
+        assert_eq!(resolve(&out.join("esc")), fs::canonicalize(&dir).unwrap());
+        assert_eq!(resolve(&out.join("in")), root.join("sub"));
+        assert_eq!(resolve(&out.join("sub/missing/../../x")), root.join("x"));
+        remove_tree(&dir);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside the archive")]
+    fn check_archive_catches_a_link_through_a_dot_link() {
+        let dir = fresh("dotlink");
+        let out = dir.join("out");
+        symlink(".", out.join("dot")).unwrap();
+        symlink("../dot/..", out.join("sub/esc")).unwrap();
+        check_archive(&out);
+    }
+
+    #[test]
+    #[should_panic(expected = "past the")]
+    fn check_archive_counts_apparent_sizes() {
+        let dir = fresh("sparse");
+        let file = fs::File::create(dir.join("out/sparse")).unwrap();
+        file.set_len(MAX_BYTES + 1).unwrap();
+        check_archive(&dir.join("out"));
     }
 }
