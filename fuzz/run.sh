@@ -50,6 +50,19 @@ build_start=$(date +%s)
 cargo fuzz build --sanitizer none --release --debug-assertions
 echo "built in $(($(date +%s) - build_start)) s"
 
+# Where the bundle targets unpack (in memory when /dev/shm exists), one
+# directory per target, removed after it whatever happened.
+scratch_parent=/tmp
+[ -d /dev/shm ] && [ -w /dev/shm ] && scratch_parent=/dev/shm
+scratch=""
+remove_scratch() {
+    if [ -n "$scratch" ] && [ -d "$scratch" ]; then
+        chmod -R u+rwx "$scratch" 2>/dev/null || true
+        rm -rf "$scratch"
+    fi
+}
+trap remove_scratch EXIT
+
 failed=()
 summary=()
 for target in "${targets[@]}"; do
@@ -61,9 +74,11 @@ for target in "${targets[@]}"; do
     status=0
     TIMEFORMAT="%U %S %R"
     # The first directory receives new inputs; the committed seeds are only read.
-    { time "$bin_dir/$target" "$work" "fuzz/corpus/$target" \
+    scratch=$(mktemp -d "$scratch_parent/edgedeploy-fuzz.XXXXXX")
+    { time EDGEDEPLOY_FUZZ_SCRATCH=$scratch "$bin_dir/$target" "$work" "fuzz/corpus/$target" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
         -artifact_prefix="$artifacts/" >"$log" 2>&1 || status=$?; } 2>"$build_dir/$target.time"
+    remove_scratch
     read -r user sys real <"$build_dir/$target.time"
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     peak=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -n 1)

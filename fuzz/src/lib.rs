@@ -17,13 +17,19 @@ pub const MAX_BYTES: u64 = 1 << 20;
 /// Largest number of entries a fuzzed bundle may have.
 pub const MAX_ENTRIES: u64 = 256;
 
-/// This process's scratch directory (in /dev/shm when there is one, so the
-/// many small writes stay in memory): it holds `bundle` and `out` only.
+/// This process's scratch directory: it holds `bundle` and `out` only. Its
+/// parent is `$EDGEDEPLOY_FUZZ_SCRATCH` (fuzz/run.sh makes one per target
+/// and removes it), else /dev/shm when there is one (the many small writes
+/// stay in memory), else the temporary directory.
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let shm = Path::new("/dev/shm");
-        let parent = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+        let parent = match std::env::var_os("EDGEDEPLOY_FUZZ_SCRATCH") {
+            Some(dir) => PathBuf::from(dir),
+            None if shm.is_dir() => shm.to_path_buf(),
+            None => std::env::temp_dir(),
+        };
         let dir = parent.join(format!("edgedeploy-fuzz-{}", std::process::id()));
         remove_tree(&dir);
         fs::create_dir_all(&dir).expect("creating the fuzz scratch directory");
