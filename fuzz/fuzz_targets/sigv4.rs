@@ -6,7 +6,8 @@
 //! Lines: Authorization value, X-Amz-Date, method, path, query string, then
 //! `name: value` headers. Besides not crashing, a request that the agent's
 //! own signer signs must verify (the two sides agree on every request with
-//! token header names).
+//! token header names), and the decoders accept only well-formed escapes
+//! and dates.
 #![no_main]
 
 use edgedeploy::clock;
@@ -35,8 +36,16 @@ fuzz_target!(|data: &[u8]| {
     let req =
         Request { method: &method, path: &path, query: &query, headers: &headers, payload_sha256: &payload, service };
 
-    // What server::auth::authenticate does once it has found the key.
+    // Decoders accept only what they document.
+    if percent_decode(raw_path).is_some() {
+        assert!(well_escaped(raw_path), "percent_decode accepted the bad escape in {raw_path:?}");
+    }
     let at = clock::parse_amz_date(&amz_date);
+    if at.is_some() {
+        assert!(is_amz_date(&amz_date), "parse_amz_date accepted {amz_date:?}, not YYYYMMDDTHHMMSSZ");
+    }
+
+    // What server::auth::authenticate does once it has found the key.
     if let Ok(auth) = Authorization::parse(&authorization) {
         let now = at.unwrap_or(1_440_938_160);
         let _ = auth.verify(SECRET, &amz_date, &req, now);
@@ -68,6 +77,20 @@ fn query_pairs(query: &str) -> Vec<(String, String)> {
             (percent_decode(k).unwrap_or_else(|| k.to_string()), percent_decode(v).unwrap_or_else(|| v.to_string()))
         })
         .collect()
+}
+
+/// Every `%` followed by two hexadecimal digits.
+fn well_escaped(text: &str) -> bool {
+    let b = text.as_bytes();
+    (0..b.len())
+        .filter(|&i| b[i] == b'%')
+        .all(|i| b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit())
+}
+
+/// Eight digits, `T`, six digits, `Z`.
+fn is_amz_date(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 16 && b[8] == b'T' && b[15] == b'Z' && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
 }
 
 /// An HTTP header name (RFC 9110 token), as the HTTP stack lets through.
