@@ -6,6 +6,7 @@
 # docs/fuzzing.md describes the targets and the corpora.
 #
 #   fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]
+#   FUZZ_ARGS="-max_len=1048576" fuzz/run.sh 300 appspec   # more libFuzzer options
 #
 # libFuzzer needs nightly compiler flags: on a stable toolchain they are
 # enabled with RUSTC_BOOTSTRAP=1. The seeds in fuzz/corpus/<target>/ are
@@ -77,7 +78,7 @@ for target in "${targets[@]}"; do
     scratch=$(mktemp -d "$scratch_parent/edgedeploy-fuzz.XXXXXX")
     { time EDGEDEPLOY_FUZZ_SCRATCH=$scratch "$bin_dir/$target" "$work" "fuzz/corpus/$target" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
-        -artifact_prefix="$artifacts/" >"$log" 2>&1 || status=$?; } 2>"$build_dir/$target.time"
+        -artifact_prefix="$artifacts/" ${FUZZ_ARGS:-} >"$log" 2>&1 || status=$?; } 2>"$build_dir/$target.time"
     remove_scratch
     read -r user sys real <"$build_dir/$target.time"
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
