@@ -30,7 +30,8 @@ pub fn amz_date(secs: u64) -> String {
 /// Parses `YYYYMMDDTHHMMSSZ` into seconds since the epoch.
 pub fn parse_amz_date(text: &str) -> Option<u64> {
     let b = text.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+    // Digits only: `str::parse` would also take a sign (`2015+830T...`).
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' || !b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit) {
         return None;
     }
     let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<u32>().ok();
@@ -86,6 +87,15 @@ mod tests {
             assert_eq!(parse_amz_date(&amz_date(secs)), Some(secs));
         }
         for bad in ["", "20150830T123600", "2015083XT123600Z", "20151330T123600Z"] {
+            assert_eq!(parse_amz_date(bad), None, "{bad}");
+        }
+    }
+
+    /// Found by the sigv4 fuzz target: `u32::from_str` takes a leading `+`,
+    /// so a sign inside a field was read as part of a number.
+    #[test]
+    fn amz_date_with_a_sign_in_a_field_is_refused() {
+        for bad in ["2015+830T123600Z", "+0150830T123600Z", "20150830T+23600Z", "20150830T1236+0Z"] {
             assert_eq!(parse_amz_date(bad), None, "{bad}");
         }
     }

@@ -260,7 +260,10 @@ fn absolute_path(key: &str, v: &Value) -> Result<PathBuf, ConfigError> {
 fn at_least(key: &str, v: &Value, min: u64) -> Result<u64, ConfigError> {
     let number = match v {
         Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
+        // Digits only: `str::parse` would also take a sign ("+3").
+        Value::String(s) => {
+            Some(s.trim()).filter(|d| d.bytes().all(|b| b.is_ascii_digit())).and_then(|d| d.parse().ok())
+        }
         _ => None,
     };
     match number {
@@ -302,6 +305,17 @@ mod tests {
         assert_eq!(err.message, "root_dir: relative/dir is not an absolute path (line 3)");
         let err = Config::parse("allow_setuid: yes please\n").unwrap_err();
         assert!(err.message.starts_with("allow_setuid: "), "{}", err.message);
+    }
+
+    /// The leniency the sigv4 fuzz target found in percent_decode and
+    /// parse_amz_date: `u64::from_str` takes a leading `+`, so "+3" passed.
+    #[test]
+    fn numbers_in_strings_are_digits_only() {
+        assert_eq!(Config::parse("max_revisions: \"3\"\n").unwrap().config.max_revisions, 3);
+        for bad in ["\"+3\"", "\"-3\"", "\"3 4\"", "\"\""] {
+            let err = Config::parse(&format!("max_revisions: {bad}\n")).unwrap_err();
+            assert!(err.message.starts_with("max_revisions: "), "{bad}: {}", err.message);
+        }
     }
 
     #[test]

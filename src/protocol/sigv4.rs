@@ -122,7 +122,8 @@ pub fn percent_decode(text: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
+            // Two hex digits: `from_str_radix` alone also takes `+1`.
+            let hex = text.get(i + 1..i + 3).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -362,5 +363,15 @@ mod tests {
         }
         assert_eq!(percent_decode("a%20b%2F"), Some("a b/".into()));
         assert_eq!(percent_decode("%zz"), None);
+    }
+
+    /// Found by the sigv4 fuzz target: `%+c` decoded to the byte 0x0c,
+    /// since `u8::from_str_radix` takes a leading `+`.
+    #[test]
+    fn percent_escape_with_a_sign_is_refused() {
+        for bad in ["%+c1", "a%+0", "%+f", "%-1"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
+        assert_eq!(percent_decode("%0c%7E"), Some("\u{c}~".into()));
     }
 }
