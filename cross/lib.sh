@@ -42,7 +42,12 @@ apt_ensure() {
     if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -1440 2>/dev/null | head -n 1)" ]; then
         as_root apt-get update -q >&2 || true
     fi
-    if as_root apt-get install -s -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+    # A plain install must be possible without removing anything: apt would
+    # otherwise "solve" a clash by removing the backported qemu-utils (and
+    # with it qemu-img), which the simulation alone does not count as failing.
+    local plan
+    if plan=$(as_root apt-get install -s -y -q --no-install-recommends "${missing[@]}" 2>/dev/null) &&
+        ! grep -q '^Remv ' <<<"$plan"; then
         as_root apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
         return
     fi
