@@ -23,8 +23,15 @@ pub fn temp_path(path: &Path) -> PathBuf {
 }
 
 /// Replaces `path` with `bytes` atomically and durably: after a crash at any
-/// instant, `path` holds either its old content or all of `bytes`.
+/// instant, `path` holds either its old content or all of `bytes`. The file
+/// is created 0644 (less the umask), as CodeDeploy's state files are.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with_mode(path, bytes, 0o644)
+}
+
+/// [`write_atomic`] creating the file with `mode` (less the umask): 0600
+/// for keys and credentials.
+pub fn write_atomic_with_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
         // A leftover (or anything planted) at the temporary name is removed,
@@ -33,7 +40,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);

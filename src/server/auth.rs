@@ -205,15 +205,8 @@ pub async fn ensure_admin_credentials(store: &Store, data_dir: &Path) -> Result<
 
 /// Writes `[default]` credentials, mode 0600, durably.
 pub fn write_shared_credentials(path: &Path, id: &str, secret: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let text = format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n");
-    let tmp = crate::journal::temp_path(path);
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-    std::io::Write::write_all(&mut file, text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    crate::journal::fsync_dir(crate::journal::parent_of(path))
+    crate::journal::write_atomic_with_mode(path, text.as_bytes(), 0o600)
 }
 
 /// Reads the `[default]` key from an AWS shared-credentials file.

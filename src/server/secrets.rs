@@ -210,14 +210,7 @@ pub fn server_secret_aad(name: &str) -> String {
 
 /// Writes a key file (mode 0600) durably.
 pub fn write_key_file(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = crate::journal::temp_path(path);
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-    std::io::Write::write_all(&mut file, text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    crate::journal::fsync_dir(crate::journal::parent_of(path))
+    crate::journal::write_atomic_with_mode(path, text.as_bytes(), 0o600)
 }
 
 /// Fails, naming the key, when a secret in the store is sealed with a key
