@@ -21,7 +21,7 @@ use edgedeploy::protocol::sigv4::Credentials;
 use edgedeploy::server::auth::read_shared_credentials;
 use edgedeploy::server::http::CONTROL_PREFIX;
 use serde_json::{Value, json};
-use server_common::{EDGEDEPLOY, ServerProcess};
+use server_common::{EDGEDEPLOY, ServerProcess, openssl};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_edgedeploy-agent");
 
@@ -51,16 +51,6 @@ fn text(out: &Output) -> String {
 
 // ---------------------------------------------------------------------------
 // Certificates, with the openssl CLI.
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running openssl (apt-get install openssl)");
-    assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
-}
 
 /// A self-signed CA, `<name>.pem` + `<name>.key` in `dir`; returns the certificate.
 fn make_ca(dir: &Path, name: &str) -> PathBuf {

@@ -338,7 +338,7 @@ pub fn write_credentials(path: &Path, access_key_id: &str, secret: &str) {
 }
 
 /// Runs the `openssl` CLI in `dir`; panics with its output if it fails.
-fn openssl(dir: &Path, args: &[&str]) {
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
