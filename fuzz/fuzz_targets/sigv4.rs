@@ -11,7 +11,7 @@
 #![no_main]
 
 use edgedeploy::clock;
-use edgedeploy::protocol::sigv4::{self, Authorization, Credentials, Request, percent_decode};
+use edgedeploy::protocol::sigv4::{self, Authorization, Credentials, Request, percent_decode, query_pairs};
 use libfuzzer_sys::fuzz_target;
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
@@ -66,18 +66,6 @@ fuzz_target!(|data: &[u8]| {
     let parsed = Authorization::parse(&header).unwrap_or_else(|e| panic!("own Authorization {header:?}: {e}"));
     assert_eq!(parsed.verify(SECRET, &amz_date, &signed, at), Ok(()), "own signature refused: {header:?}");
 });
-
-/// The server's `http::query_pairs` on a raw query string.
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k).unwrap_or_else(|| k.to_string()), percent_decode(v).unwrap_or_else(|| v.to_string()))
-        })
-        .collect()
-}
 
 /// Every `%` followed by two hexadecimal digits.
 fn well_escaped(text: &str) -> bool {

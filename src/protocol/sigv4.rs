@@ -114,6 +114,19 @@ pub fn uri_encode(text: &str, keep_slash: bool) -> String {
     out
 }
 
+/// The decoded `name=value` pairs of a raw query string, as a signature
+/// sees them; a pair whose escapes are malformed is kept as written.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k).unwrap_or_else(|| k.to_string()), percent_decode(v).unwrap_or_else(|| v.to_string()))
+        })
+        .collect()
+}
+
 /// Decodes `%XX` escapes (and nothing else); `None` for a bad escape or
 /// bytes that are not UTF-8.
 pub fn percent_decode(text: &str) -> Option<String> {

@@ -17,7 +17,7 @@ use super::api::{ApiError, json_response};
 use super::auth::{self, SignedRequest};
 use super::{State, bundles, commands, control, listen};
 use crate::protocol::command::{SIGNING_NAME as COMMAND_SIGNING_NAME, TARGET_PREFIX as COMMAND_PREFIX};
-use crate::protocol::sigv4::{percent_decode, sha256_hex};
+use crate::protocol::sigv4::{self, sha256_hex};
 
 /// Control API target prefix.
 pub const CONTROL_PREFIX: &str = "CodeDeploy_20141006";
@@ -92,15 +92,7 @@ pub fn header_pairs(request: &Request<Body>) -> Vec<(String, String)> {
 
 /// Decoded query parameters of a request.
 pub fn query_pairs(request: &Request<Body>) -> Vec<(String, String)> {
-    let Some(query) = request.uri().query() else { return Vec::new() };
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k).unwrap_or_else(|| k.to_string()), percent_decode(v).unwrap_or_else(|| v.to_string()))
-        })
-        .collect()
+    request.uri().query().map(sigv4::query_pairs).unwrap_or_default()
 }
 
 async fn json_api(state: &State, target: &str, request: Request<Body>) -> Result<Response, ApiError> {
