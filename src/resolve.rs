@@ -150,10 +150,17 @@ impl From<Component<'_>> for Part {
 /// components of `rel` are known not to be links (they come from
 /// [`resolve`]'s stack), so the path is walked as it is.
 pub fn disk_link(root: &Path, rel: &Path) -> io::Result<Option<PathBuf>> {
-    match std::fs::symlink_metadata(root.join(rel)) {
-        Ok(meta) if meta.file_type().is_symlink() => Ok(Some(std::fs::read_link(root.join(rel))?)),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => Ok(None),
+    // One readlink per step: EINVAL says "not a link".
+    match std::fs::read_link(root.join(rel)) {
+        Ok(target) => Ok(Some(target)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidInput
+            ) =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
