@@ -58,6 +58,21 @@ struct State {
     stop: AtomicBool,
 }
 
+/// Answers 200 with a chunked body of `fill` bytes that never ends, until
+/// the test ends or the agent closes the connection.
+fn serve_endless_chunks(stream: &mut TcpStream, server: &State, fill: u8) {
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let chunk = [fill; 65536];
+    while !server.stopping() {
+        let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+        frame.extend_from_slice(&chunk);
+        frame.extend_from_slice(b"\r\n");
+        if stream.write_all(&frame).is_err() {
+            return;
+        }
+    }
+}
+
 impl State {
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
@@ -471,16 +486,7 @@ fn a_drip_is_cut_by_the_call_deadline() {
 #[test]
 fn an_endless_poll_answer_is_cut_and_memory_stays_bounded() {
     poll_case("endless", FAST_WINDOW, BOUND, |_, stream, server| {
-        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-        let chunk = [b' '; 65536];
-        while !server.stopping() {
-            let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
-            frame.extend_from_slice(&chunk);
-            frame.extend_from_slice(b"\r\n");
-            if stream.write_all(&frame).is_err() {
-                return;
-            }
-        }
+        serve_endless_chunks(stream, server, b' ');
     });
 }
 
@@ -595,16 +601,7 @@ fn a_store_whose_content_range_lies_fails_the_download_within_bounds() {
 #[test]
 fn an_endless_bundle_is_refused_at_max_bundle_bytes_and_its_part_removed() {
     let (sandbox, server, payload) = download_case("store-endless", |_, stream, server| {
-        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-        let chunk = [b'z'; 65536];
-        while !server.stopping() {
-            let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
-            frame.extend_from_slice(&chunk);
-            frame.extend_from_slice(b"\r\n");
-            if stream.write_all(&frame).is_err() {
-                return;
-            }
-        }
+        serve_endless_chunks(stream, server, b'z');
     });
     assert!(payload["message"].as_str().unwrap().contains("max_bundle_bytes allows 1048576"), "{payload}");
     assert_eq!(server.count("GET /b/k.tgz"), 1, "too large is final");
